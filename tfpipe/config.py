@@ -94,7 +94,7 @@ class DataConfig(Section):
     @classmethod
     def _tile_multiple(cls, v: int) -> int:
         if v % 32:
-            raise ValueError(f"tile_size must be a multiple of 32; got tile_size={v}")
+            raise ValueError("tile_size must be a multiple of 32")
         return v
 
 
@@ -327,5 +327,5 @@ def format_validation_error(err: ValidationError, where: str) -> str:
             lines.append(f"unknown key {key!r} in {where} (not a setting of {section})")
             continue
         msg = e["msg"].removeprefix("Value error, ")
-        lines.append(f"{key}: {msg}; got {key.rsplit('.', 1)[-1]}={got!r} in {where}")
+        lines.append(f"{msg}; got {key}={got!r} in {where}")
     return "invalid experiment:\n  " + "\n  ".join(lines)
