@@ -107,9 +107,9 @@ def _add_build_records(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_build_records(args: argparse.Namespace) -> int:
+    exp = _load(args)
     from tfpipe.records.build import build_records
 
-    exp = _load(args)
     if args.output is not None:
         exp.data.output = args.output
     if args.workers is not None:
@@ -311,7 +311,7 @@ COMMANDS = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tfpipe",
-        description="Fast, well-shuffled Keras input for giant images, and the numbers to prove it.",
+        description="Fast, well-shuffled Keras input for giant images, and the numbers to prove it.",  # noqa: E501
     )
     parser.add_argument("--version", action="version", version=f"tfpipe {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

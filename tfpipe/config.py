@@ -57,9 +57,9 @@ class DataConfig(Section):
 
     source: Literal["rle_csv", "mask_images", "unlabelled", "classification"] = "rle_csv"
     images: Path = Path("data/hubmap/train")
-    """Folder of slides (``<id>.tiff``); for ``classification``, the root that CSV paths are relative to."""
+    """Folder of slides (``<id>.tiff``); for ``classification``, the root of the CSV's paths."""
     labels: Path | None = Path("data/hubmap/train.csv")
-    """RLE CSV (``id,encoding``) or, for ``classification``, a CSV ``path,labels`` (labels joined by ``|``)."""
+    """RLE CSV (``id,encoding``); for ``classification``, a CSV ``path,labels`` (``|``-joined)."""
     masks: Path | None = None
     """Folder of mask images named like the slides (``source: mask_images``)."""
     class_names: list[str] | None = None

@@ -98,9 +98,7 @@ class Manifest:
                     f"fold {missing[0]} does not exist in {self.root}: "
                     f"it has folds 0..{self.num_folds - 1}"
                 )
-        return [
-            self.root / s.path for s in self.shards if folds is None or s.fold in set(folds)
-        ]
+        return [self.root / s.path for s in self.shards if folds is None or s.fold in set(folds)]
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -118,9 +116,7 @@ def read_manifest(root: str | Path) -> Manifest:
     root = Path(root)
     path = root / MANIFEST_NAME
     if not root.is_dir():
-        raise RecordsError(
-            f"records folder not found: {root} (run `tfpipe build-records` first)"
-        )
+        raise RecordsError(f"records folder not found: {root} (run `tfpipe build-records` first)")
     if not path.is_file():
         raise RecordsError(f"{path} is missing: {root} is not a complete records folder")
     try:

@@ -1,0 +1,91 @@
+"""The experiment schema: loading, overrides, and error messages that name key, file and rule."""
+
+from pathlib import Path
+
+import pytest
+
+from tfpipe.config import Experiment, load_experiment
+from tfpipe.errors import ConfigError
+
+KIDNEY = Path(__file__).parent.parent / "experiments" / "kidney.yaml"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "exp.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_kidney_yaml_loads_and_matches_the_hubmap_layout():
+    exp = load_experiment(KIDNEY)
+    assert exp.name == "kidney"
+    assert exp.data.images == Path("data/hubmap/train")
+    assert exp.data.labels == Path("data/hubmap/train.csv")
+    assert exp.data.tile_size // exp.data.downscale == 256
+
+
+def test_defaults_without_a_file():
+    exp = load_experiment(None)
+    assert isinstance(exp, Experiment)
+    assert exp.train.folds == "all"
+
+
+def test_overrides_parse_yaml_values_and_nest():
+    exp = load_experiment(
+        KIDNEY,
+        ["train.epochs=3", "model.arch=linknet", "train.folds=[0, 2]", "input.augment.flip=false"],
+    )
+    assert exp.train.epochs == 3
+    assert exp.model.arch == "linknet"
+    assert exp.train.folds == [0, 2]
+    assert exp.input.augment.flip is False
+
+
+def test_unknown_key_names_the_key_and_the_file(tmp_path):
+    p = write(tmp_path, "data:\n  tile_sise: 512\n")
+    with pytest.raises(ConfigError) as err:
+        load_experiment(p)
+    assert "data.tile_sise" in str(err.value)
+    assert str(p) in str(err.value)
+
+
+def test_wrong_value_states_the_rule_and_what_was_received(tmp_path):
+    p = write(tmp_path, "data:\n  tile_size: 500\n")
+    with pytest.raises(ConfigError) as err:
+        load_experiment(p)
+    msg = str(err.value)
+    assert "tile_size must be a multiple of 32" in msg
+    assert "data.tile_size=500" in msg
+    assert str(p) in msg
+
+
+def test_bad_choice_lists_the_allowed_values(tmp_path):
+    p = write(tmp_path, "model:\n  arch: resnet\n")
+    with pytest.raises(ConfigError) as err:
+        load_experiment(p)
+    msg = str(err.value)
+    assert "model.arch" in msg and "'unet'" in msg and "'linknet'" in msg and "'resnet'" in msg
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_experiment(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_experiment(write(tmp_path, "data: [unclosed\n"))
+    with pytest.raises(ConfigError, match="mapping"):
+        load_experiment(write(tmp_path, "- a\n- b\n"))
+
+
+def test_bad_override_syntax():
+    with pytest.raises(ConfigError, match="key=value"):
+        load_experiment(None, ["train.epochs"])
+    with pytest.raises(ConfigError, match="not a section"):
+        load_experiment(None, ["train.epochs=3", "train.epochs.x=1"])
+
+
+def test_resolved_config_round_trips(tmp_path):
+    exp = load_experiment(KIDNEY, ["train.epochs=7"])
+    out = tmp_path / "resolved.yaml"
+    exp.dump_yaml(out)
+    again = load_experiment(out)
+    assert again.to_dict() == exp.to_dict()
