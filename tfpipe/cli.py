@@ -107,13 +107,14 @@ def _add_build_records(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_build_records(args: argparse.Namespace) -> int:
+    if args.workers is not None:
+        # Through --set so that a bad value is a ConfigError naming the key, not a traceback.
+        args.overrides.append(f"data.workers={args.workers}")
     exp = _load(args)
     from tfpipe.records.build import build_records
 
     if args.output is not None:
         exp.data.output = args.output
-    if args.workers is not None:
-        exp.data.workers = args.workers
     build_records(exp.data, overwrite=args.overwrite)
     return 0
 
@@ -160,15 +161,26 @@ def _add_serve_data(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--dispatcher", type=int, metavar="PORT", help="start a dispatcher on PORT")
     g.add_argument("--worker", metavar="HOST:PORT", help="start a worker for this dispatcher")
     p.add_argument("--port", type=int, default=0, help="worker port (default: any free port)")
+    p.add_argument(
+        "--host",
+        default=None,
+        help="name trainers use to reach this worker (default: this machine's host name)",
+    )
 
 
 def _run_serve_data(args: argparse.Namespace) -> int:
+    from tfpipe.errors import ConfigError
+
+    if args.dispatcher is not None and not 0 < args.dispatcher < 65536:
+        raise ConfigError(f"--dispatcher needs a port in 1..65535; got {args.dispatcher}")
+    if args.worker is not None and ":" not in args.worker.removeprefix("grpc://"):
+        raise ConfigError(f"--worker needs the dispatcher as HOST:PORT; got {args.worker!r}")
     from tfpipe.data import service
 
     if args.dispatcher is not None:
         service.run_dispatcher(args.dispatcher)
     else:
-        service.run_worker(args.worker, port=args.port)
+        service.run_worker(args.worker, port=args.port, host=args.host)
     return 0
 
 
@@ -215,20 +227,44 @@ def _add_bench_input(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bench-input",
         help="measure input throughput stage by stage against the model's step time",
+        description="Time the experiment's input pipeline after each cumulative stage (read, "
+        "parse, decode, augment, batch, prefetch), an ablation with one optimisation off at a "
+        "time, optional sweeps, and the model's training step with and without input; print "
+        "the verdict (input- or compute-bound) and advice; write bench.json, bench.md and "
+        "stages.png. Defaults come from the experiment's bench section (--set bench.KEY=V).",
     )
     _experiment_args(p)
-    p.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2")
-    p.add_argument("--compare", nargs=2, type=Path, metavar=("A.json", "B.json"))
-    p.add_argument("--out", type=Path, default=None, help="folder for bench.json and the chart")
-    p.add_argument("--batches", type=int, default=None, help="batches timed per measurement")
-    p.add_argument("--repeats", type=int, default=3, help="repetitions per measurement")
+    p.add_argument(
+        "--sweep",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="measure the pipeline for each value: input.* keys, data.encoding or "
+        "data.compression (e.g. input.batch_size=32,64,128; repeatable)",
+    )
+    p.add_argument(
+        "--compare",
+        nargs=2,
+        type=Path,
+        metavar=("A.json", "B.json"),
+        help="print two bench.json side by side (B ÷ A) instead of measuring",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="folder for bench.json, bench.md and stages.png (default: runs/bench-<timestamp>); "
+        "with --compare, a Markdown file",
+    )
+    p.add_argument("--batches", type=int, default=None, help="batches per timed window")
+    p.add_argument("--repeats", type=int, default=None, help="timed windows per figure")
 
 
 def _run_bench_input(args: argparse.Namespace) -> int:
     from tfpipe.bench import harness
 
     if args.compare:
-        harness.compare_reports(*args.compare)
+        harness.compare_reports(*args.compare, out=args.out)
         return 0
     exp = _load(args)
     harness.bench_input(
@@ -247,6 +283,12 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--images", type=Path, default=None, help="folder of slides (predict.images)")
     p.add_argument("--out", type=Path, default=None, help="submission CSV (predict.out)")
     p.add_argument("--save-masks", type=Path, default=None, help="also write mask PNG/TIFFs here")
+    p.add_argument(
+        "--save-probs",
+        type=Path,
+        default=None,
+        help="also write low-res probability maps (<id>.npy + .json) for evaluate's sweep",
+    )
 
 
 def _run_predict(args: argparse.Namespace) -> int:
@@ -259,6 +301,7 @@ def _run_predict(args: argparse.Namespace) -> int:
         images=args.images,
         out=args.out,
         save_masks=args.save_masks,
+        save_probabilities=args.save_probs,
     )
     return 0
 
@@ -269,13 +312,29 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--truth", type=Path, required=True, help="RLE CSV or mask folder")
     p.add_argument("--images", type=Path, default=None, help="slides (for shapes and overlay)")
     p.add_argument("--overlay", type=Path, default=None, help="write an overlay PNG here")
+    p.add_argument("--overlay-id", default=None, help="slide drawn in the overlay (default: first)")
+    p.add_argument(
+        "--region",
+        default=None,
+        metavar="Y,X,H,W",
+        help="overlay region in slide pixels (default: the whole slide)",
+    )
+    p.add_argument("--json", type=Path, default=None, help="also write the report as JSON")
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    from tfpipe.predict.evaluate import evaluate
+    from tfpipe.predict.evaluate import evaluate, parse_region
 
-    evaluate(args.pred, args.truth, images=args.images, overlay=args.overlay)
-    return 0
+    report = evaluate(
+        args.pred,
+        args.truth,
+        images=args.images,
+        overlay=args.overlay,
+        overlay_id=args.overlay_id,
+        region=parse_region(args.region) if args.region else None,
+        json_path=args.json,
+    )
+    return 0 if report.slides else 1
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:

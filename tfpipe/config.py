@@ -76,7 +76,7 @@ class DataConfig(Section):
     """Step between tiles at source resolution; default tile_size (no overlap)."""
     filter: TissueFilter = TissueFilter()
     keep_empty_fraction: float = Field(1.0, ge=0.0, le=1.0)
-    """Fraction of tissue tiles with no mask pixel that are kept (random, seeded)."""
+    """Fraction of tissue tiles with no mask pixel that are kept (hash of seed, id, y, x)."""
     encoding: Literal["png", "jpeg", "raw"] = "png"
     jpeg_quality: int = Field(95, ge=1, le=100)
     compression: Literal["none", "gzip"] = "none"
@@ -88,7 +88,7 @@ class DataConfig(Section):
     workers: int | None = Field(None, ge=1)
     """Worker processes for the per-slide map; default: CPU count."""
     shuffle_memory_mb: float = Field(512.0, gt=0)
-    """Records held in memory by the global shuffle before it spills to disk."""
+    """Record bytes the global shuffle holds at once while reading spilled records back."""
 
     @field_validator("tile_size")
     @classmethod
@@ -108,12 +108,28 @@ class AugmentConfig(Section):
     rot90: bool = True
     crop_scale: tuple[float, float] | None = None
     """Random resized crop area range, e.g. [0.5, 1.0]; None disables it."""
+    crop_ratio: tuple[float, float] = (0.75, 4 / 3)
+    """Aspect-ratio range (width / height) of the random resized crop box."""
     brightness: float = Field(0.0, ge=0.0)
     contrast: float = Field(0.0, ge=0.0)
     hue: float = Field(0.0, ge=0.0, le=0.5)
     saturation: float = Field(0.0, ge=0.0)
     noise_std: float = Field(0.0, ge=0.0)
     """Gaussian noise std in uint8 units (0 disables)."""
+
+    @field_validator("crop_scale", "crop_ratio")
+    @classmethod
+    def _range(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        if v is not None and not 0.0 < v[0] <= v[1]:
+            raise ValueError("must be a range [low, high] with 0 < low <= high")
+        return v
+
+    @field_validator("crop_scale")
+    @classmethod
+    def _area_at_most_one(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        if v is not None and v[1] > 1.0:
+            raise ValueError("crop_scale is a fraction of the tile area, at most 1.0")
+        return v
 
 
 class InputConfig(Section):
@@ -126,7 +142,7 @@ class InputConfig(Section):
     """Records in the read-time shuffle buffer (records are pre-shuffled at build time)."""
     shuffle_files: bool = True
     cycle_length: int | None = Field(None, ge=1)
-    """Shards read in parallel by interleave; default AUTOTUNE."""
+    """Shards read side by side by interleave; default min(shards, 16)."""
     parallel_calls: int | None = Field(None, ge=1)
     """Parallelism of parse/decode/augment; default AUTOTUNE."""
     prefetch: int | None = Field(None, ge=0)
@@ -144,6 +160,8 @@ class InputConfig(Section):
     """Skip (and count) corrupt records instead of failing."""
     service: str | None = None
     """tf.data service dispatcher address, e.g. grpc://localhost:5050."""
+    service_job_name: str | None = None
+    """Share one tf.data service job between trainers (multi-worker); None: one job per trainer."""
     seed: int = 0
 
 
@@ -165,6 +183,9 @@ class ModelConfig(Section):
     """Unet decoder widths; default segmentation-models' (256, 128, 64, 32, 16)."""
     init_checkpoint: Path | None = None
     """Start from this .keras checkpoint; layers whose shapes differ (a new head) are skipped."""
+    bn_momentum: float | None = Field(None, gt=0.0, lt=1.0)
+    """Momentum of every BatchNormalization layer; None keeps the library's (0.99). Short runs
+    (CPU, a few hundred steps) want ~0.9 so the moving statistics used at validation catch up."""
 
 
 # -------------------------------------------------------------------------- train
@@ -184,12 +205,24 @@ class TrainConfig(Section):
     )
     optimizer: Literal["adam", "sgd", "adamw"] = "adam"
     learning_rate: float = Field(1e-3, gt=0.0)
+    """Peak learning rate (after warm-up for warmup_cosine)."""
     weight_decay: float = Field(1e-4, ge=0.0)
+    """Decoupled weight decay; used by adamw only."""
     lookahead: LookaheadConfig = LookaheadConfig()
     schedule: Literal["constant", "cosine", "warmup_cosine", "plateau"] = "cosine"
     warmup_epochs: int = Field(1, ge=0)
+    """Linear warm-up from learning_rate / 100 (warmup_cosine only)."""
+    min_learning_rate: float = Field(0.0, ge=0.0)
+    """Where cosine / warmup_cosine end, and the floor of plateau."""
+    plateau_factor: float = Field(0.5, gt=0.0, lt=1.0)
+    """plateau: multiply the rate by this when the validation metric stalls."""
+    plateau_patience: int = Field(2, ge=1)
+    """plateau: epochs without improvement before the rate is reduced."""
     epochs: int = Field(20, ge=1)
     steps_per_epoch: int | None = Field(None, ge=1)
+    """Training steps per epoch; default one pass over the training folds."""
+    validation_steps: int | None = Field(None, ge=1)
+    """Validation batches per epoch; default the whole validation fold."""
     batch_size: int | None = Field(None, ge=1)
     """Overrides input.batch_size when set."""
     mixed_precision: Literal["auto", "on", "off"] = "auto"
@@ -199,9 +232,28 @@ class TrainConfig(Section):
     early_stopping: int | None = Field(None, ge=1)
     """Patience in epochs on the validation metric; None disables."""
     strategy: Literal["default", "mirrored", "multi_worker"] = "default"
+    """tf.distribute strategy; batch_size is per replica (global = per replica x replicas)."""
     runs_dir: Path = Path("runs")
     threshold: float = Field(0.5, gt=0.0, lt=1.0)
     """Threshold for the validation dice/IoU metrics."""
+    backup_freq: Literal["epoch"] | int = "epoch"
+    """BackupAndRestore state for --resume: saved every epoch, or every N training steps."""
+    deterministic: bool = False
+    """Op determinism + deterministic input order: same seed, same metrics (slower on GPU)."""
+
+    @field_validator("mixed_precision", mode="before")
+    @classmethod
+    def _yaml_on_off(cls, v: object) -> object:
+        # YAML reads unquoted on/off as booleans.
+        return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v
+
+    @field_validator("backup_freq", mode="before")
+    @classmethod
+    def _backup_steps(cls, v: object) -> object:
+        # One clear message instead of one per member of the union.
+        if v != "epoch" and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            raise ValueError("backup_freq must be 'epoch' or a number of steps >= 1")
+        return v
 
 
 # ------------------------------------------------------------------------ predict
@@ -213,12 +265,41 @@ class PredictConfig(Section):
     images: Path = Path("data/hubmap/test")
     overlap: float = Field(0.25, ge=0.0, lt=1.0)
     """Fraction of the window shared with its neighbour."""
+    blend: Literal["hann", "pyramid", "uniform"] = "hann"
+    """Weight of a window's pixels where windows overlap (smooth: borders count least)."""
     tta: list[Literal["hflip", "vflip", "rot90"]] = ["hflip", "vflip"]
     threshold: float = Field(0.5, gt=0.0, lt=1.0)
     batch_size: int = Field(8, ge=1)
     skip_background: bool = True
+    """Skip windows that the data.filter tissue rule calls background."""
     out: Path = Path("submission.csv")
     save_masks: Path | None = None
+    """Also write full-resolution masks (PNG for small slides, tiled TIFF otherwise)."""
+    save_probabilities: Path | None = None
+    """Also write low-resolution probability maps (<id>.npy + .json) for evaluate's sweep."""
+
+
+# -------------------------------------------------------------------------- bench
+
+
+class BenchConfig(Section):
+    """Defaults of ``tfpipe bench-input`` (``--batches`` / ``--repeats`` override them)."""
+
+    batches: int = Field(5, ge=1)
+    """Batches per timed window."""
+    repeats: int = Field(3, ge=1)
+    """Timed windows per figure (min / median / max are reported)."""
+    warmup: int = Field(2, ge=0)
+    """Batches pulled and discarded before timing."""
+    ablation: bool = True
+    model_steps: int = Field(2, ge=0)
+    """Timed compute-only training steps; 0 skips the model."""
+    model_warmup: int = Field(2, ge=0)
+    """Untimed steps first: the first traces the step, a second may retrace (optimizer state)."""
+    fit_steps: int = Field(2, ge=0)
+    """Timed training steps fed by the pipeline (end-to-end); 0 skips them."""
+    sweep_records: int = Field(256, ge=1)
+    """Records re-encoded for a data.encoding / data.compression sweep."""
 
 
 class Experiment(Section):
@@ -231,6 +312,7 @@ class Experiment(Section):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     predict: PredictConfig = PredictConfig()
+    bench: BenchConfig = BenchConfig()
 
     # Where the experiment came from; not part of the YAML schema.
     source_path: Path | None = Field(None, exclude=True)

@@ -136,7 +136,7 @@ def make_example(
 
 
 def feature_spec(task: str = "segmentation") -> dict[str, Any]:
-    """The ``tf.io.parse_example`` spec for ``segmentation`` or ``classification`` records."""
+    """The ``tf.io.parse_example`` spec for ``segmentation``/``classification``/``unlabelled``."""
     import tensorflow as tf
 
     spec = {
@@ -153,6 +153,6 @@ def feature_spec(task: str = "segmentation") -> dict[str, Any]:
         spec[MASK_FORMAT] = tf.io.FixedLenFeature([], tf.string, default_value=b"png")
     elif task == "classification":
         spec[CLASS_LABEL] = tf.io.VarLenFeature(tf.int64)
-    else:
-        raise ValueError(f"task must be segmentation or classification; got {task!r}")
+    elif task != "unlabelled":  # unlabelled (prediction) records carry no mask key
+        raise ValueError(f"task must be segmentation, classification or unlabelled; got {task!r}")
     return spec

@@ -52,7 +52,7 @@ class Manifest:
     """The parsed ``manifest.json`` of one records folder."""
 
     root: Path
-    task: str  # "segmentation" or "classification"
+    task: str  # "segmentation", "classification" or "unlabelled" (no mask key)
     tile_height: int
     tile_width: int
     channels: int

@@ -1,0 +1,250 @@
+"""Data, per-op costs and the Markdown report of ``bench_input.py``."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+REPO = Path(__file__).resolve().parent.parent
+EXPERIMENT = REPO / "experiments" / "kidney.yaml"
+BATCH = 16
+# Ops timed alone: AugmentConfig fields on top of "everything off".
+OPS: dict[str, dict[str, Any]] = {
+    "none": {},
+    "crop (random resized, 0.5-1.0)": {"crop_scale": (0.5, 1.0)},
+    "flip": {"flip": True},
+    "rot90": {"rot90": True},
+    "flip+rot90 (fused)": {"flip": True, "rot90": True},
+    "brightness": {"brightness": 0.1},
+    "contrast": {"contrast": 0.1},
+    "saturation": {"saturation": 0.1},
+    "hue": {"hue": 0.02},
+    "noise": {"noise_std": 3.0},
+}
+
+
+@dataclass
+class BenchData:
+    """Everything the variants read, built once per work folder."""
+
+    records: Path
+    slides: Path | None
+    input_config: Any
+    data_config: Any
+    plan: Any
+    built_with: str
+    png_pairs: list[tuple[Path, Path]] = field(default_factory=list)
+    torch: bool = False
+
+    def describe(self) -> dict:
+        layout = self.plan.layout
+        return {
+            "records": self.plan.num_records,
+            "tile": [layout.height, layout.width, layout.channels],
+            "encoding": layout.encoding,
+            "record_kb": sum(self.plan.shards.sizes) / self.plan.num_records / 1024,
+            "shards": len(self.plan.shards.paths),
+            "built_with": self.built_with,
+            "batch_size": BATCH,
+            "augment (full)": self.input_config.augment.model_dump(mode="json"),
+        }
+
+
+def prepare(work: Path, slides: int, size: int) -> BenchData:
+    """Demo slides -> records (cached in ``work``), PNG copies of the tiles for PyTorch."""
+    import tfpipe.data as td
+    from tfpipe.config import load_experiment
+    from tfpipe.data.pipeline import resolve_config
+    from tfpipe.data.plan import plan_input
+    from tfpipe.records.manifest import read_manifest
+
+    exp = load_experiment(EXPERIMENT)
+    records, demo = work / "records", work / "demo"
+    built_with = (work / "built_with.txt").read_text() if (work / "built_with.txt").exists() else ""
+    if not (records / "manifest.json").is_file():
+        built_with = _build(exp, demo, records, slides, size)
+        (work / "built_with.txt").write_text(built_with)
+    cfg = resolve_config(exp.input, batch_size=BATCH)
+    plan = plan_input(read_manifest(records), None, cfg, True)
+    data = BenchData(
+        records,
+        demo if demo.is_dir() else None,
+        cfg,
+        _data_config(exp, demo, records, slides),
+        plan,
+        built_with,
+    )
+    try:
+        import torch  # noqa: F401
+
+        data.torch = True
+    except ImportError:
+        print("torch is not installed (pip install -e '.[bench]'): skipping the PyTorch baseline")
+    if data.torch:
+        from benchmarks._input_baselines import export_pngs
+
+        folder = work / "png"
+        pairs = sorted(folder.glob("*-image.png"))
+        if len(pairs) != plan.num_records:
+            val = td.load(records, training=False, batch_size=BATCH)
+            data.png_pairs = export_pngs(val, folder)
+        else:
+            data.png_pairs = [(p, p.with_name(p.name.replace("image", "mask"))) for p in pairs]
+    _check_colour_matrix()
+    return data
+
+
+def _build(exp: Any, demo: Path, records: Path, slides: int, size: int) -> str:
+    try:
+        from tfpipe.records.build import build_records
+        from tfpipe.records.demo import make_demo_data
+    except ImportError:
+        from tests._data_helpers import write_records
+
+        write_records(records, size=256, folds=3, shards_per_fold=2, per_shard=80)
+        return "tests/_data_helpers.write_records (random tiles; no slides for on-the-fly)"
+    make_demo_data(demo, n=slides, size=size, overwrite=True)
+    build_records(_data_config(exp, demo, records, slides), overwrite=True)
+    return (
+        f"build_records on make_demo_data(n={slides}, size={size}) with kidney.yaml's data section"
+    )
+
+
+def _data_config(exp: Any, demo: Path, records: Path, slides: int) -> Any:
+    """kidney.yaml's ETL settings (1024 px tiles / 4 = 256 px) on the demo slides."""
+    return exp.data.model_copy(
+        update=dict(
+            images=demo / "train",
+            labels=demo / "train.csv",
+            output=records,
+            folds=min(exp.data.folds, slides),
+            workers=2,
+        )
+    )
+
+
+def _check_colour_matrix() -> None:
+    """The PyTorch baseline's NumPy colour matrix must be tfpipe's."""
+    import numpy as np
+
+    from benchmarks._input_baselines import colour_matrix_np
+    from tfpipe.data.colour import colour_matrix
+
+    np.testing.assert_allclose(colour_matrix(1.1, 0.03).numpy(), colour_matrix_np(1.1, 0.03), 1e-5)
+
+
+def op_cost_table(data: BenchData, images: int) -> dict:
+    """Microseconds per tile of each op alone (serial map, one thread), minus ``none``."""
+    import tensorflow as tf
+
+    import tfpipe.data as td
+    from tfpipe.config import AugmentConfig
+    from tfpipe.data.augment import Augmenter
+
+    val = td.load(data.records, training=False, batch_size=64)
+    images_, masks = next(iter(val))
+    tiles = tf.data.Dataset.from_tensor_slices((images_, masks)).cache().repeat()
+    size = data.plan.size
+    layout = data.plan.layout
+    configs = dict(OPS)
+    configs["kidney.yaml (all of the above that it enables)"] = data.input_config.augment
+    out: dict[str, dict] = {}
+    for name, settings in configs.items():
+        cfg = settings if isinstance(settings, AugmentConfig) else _only(settings)
+        aug = Augmenter(cfg, (layout.height, layout.width), size)
+        cpu, wall = _serial_cost(tiles, aug, images)
+        out[name] = {"cpu_us": cpu, "wall_us": wall}
+    base = out["none"]
+    for v in out.values():
+        v["cpu_us_over_none"] = v["cpu_us"] - base["cpu_us"]
+    return out
+
+
+def _only(settings: dict) -> Any:
+    from tfpipe.config import AugmentConfig
+
+    return AugmentConfig(**{"flip": False, "rot90": False, **settings})
+
+
+def _serial_cost(tiles: Any, aug: Any, images: int) -> tuple[float, float]:
+    import tensorflow as tf
+
+    seeds = tf.data.Dataset.counter().map(lambda i: tf.stack([i, 3 * i + 1]))
+    ds = tf.data.Dataset.zip(tiles, seeds).map(lambda t, s: aug(t[0], t[1], s)).batch(BATCH)
+    options = tf.data.Options()
+    options.threading.private_threadpool_size = 1
+    options.autotune.enabled = False
+    it = iter(ds.with_options(options))
+    for _ in range(2):
+        next(it)
+    proc = psutil.Process()
+    c0, t0 = proc.cpu_times(), time.perf_counter()
+    for _ in range(max(1, images // BATCH)):
+        next(it)
+    c1, t1 = proc.cpu_times(), time.perf_counter()
+    n = max(1, images // BATCH) * BATCH
+    return 1e6 * (c1.user + c1.system - c0.user - c0.system) / n, 1e6 * (t1 - t0) / n
+
+
+# ------------------------------------------------------------------ Markdown
+
+
+def markdown(r: dict) -> str:
+    t = r["throughput"]
+    lines = [
+        "# Input benchmark" + (" (--quick)" if r["quick"] else ""),
+        "",
+        f"Data: {r['data']['records']} records of {r['data']['tile']} {r['data']['encoding']} "
+        f"tiles ({r['data']['record_kb']:.0f} kB each), {r['data']['built_with']}; batch "
+        f"{r['data']['batch_size']}. Machine: {r['machine']['cpus']} CPUs, load average "
+        f"{r['machine']['load_average_before'][0]} before / "
+        f"{r['machine']['load_average_after'][0]} after; TensorFlow "
+        f"{r['machine']['tensorflow']}. Command: `python benchmarks/bench_input.py"
+        f"{' --quick' if r['quick'] else ''}`.",
+        "",
+        "| variant | images/s (median) | min - max | CPU ms/image | full ÷ variant |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, v in t.items():
+        ratio = r["ratios"].get(f"full / {name}", 1.0)
+        lines.append(
+            f"| {name} | {v['images_per_s']:.1f} | {v['min']:.1f} - {v['max']:.1f} | "
+            f"{v['cpu_ms_per_image']:.2f} | {ratio:.2f} |"
+        )
+    ttfb, rss = r["time_to_first_batch_s"], r["rss"]
+    lines += [
+        "",
+        "| target | wanted | measured | met |",
+        "|---|---|---:|---|",
+    ]
+    for g in r["targets"]:
+        value = "n/a" if g["value"] is None else f"{g['value']:.2f}"
+        lines.append(f"| {g['name']} | {g['target']} | {value} | {_yes(g['met'])} |")
+    lines += [
+        "",
+        f"Time to first batch (`load()` + first batch): first call in the process "
+        f"{ttfb['first_call']:.2f} s (building {ttfb['first_call_build']:.2f} s), later call "
+        f"{ttfb['later_call']:.2f} s (building {ttfb['later_call_build']:.2f} s).",
+        "",
+        f"RSS after each of {rss['epochs']} epochs (MiB): "
+        + ", ".join(f"{x:.0f}" for x in rss["rss_mb_after_each_epoch"])
+        + f"; growth {rss['growth_pct']:.1f} %.",
+        "",
+        "Augmentation cost per 256 x 256 tile (one op at a time, serial map, one thread):",
+        "",
+        "| op | CPU µs/tile | over none | wall µs/tile |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, v in r["augment_op_cost_us"].items():
+        lines.append(
+            f"| {name} | {v['cpu_us']:.0f} | {v['cpu_us_over_none']:.0f} | {v['wall_us']:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _yes(met: bool | None) -> str:
+    return "n/a" if met is None else ("yes" if met else "**no**")

@@ -1,0 +1,383 @@
+"""ETL benchmark: ``build-records`` on one giant slide against a plain windowed read + encode.
+
+One run, same data, every variant in a fresh child process (so imports and
+memory of one variant do not leak into the next), the file already in the
+page cache (a warm-up read first), best of ``--repeats`` wall times:
+
+* ``read+encode`` (baseline): the least any tiler must do: read the slide by
+  row bands with ``Slide.read_window``, cut 1024 px tiles, ``INTER_AREA`` to
+  256 px and PNG-encode every tile; one process, nothing written.
+* ``build, 1 worker`` / ``build, 2 workers``: the whole ``build_records``
+  (RLE masks, tissue filter, encode, spill, shuffle, shards, sha256, manifest).
+* ``writer: tf.io.TFRecordWriter`` / ``writer: tfpipe``: the records of the
+  build written once more by each writer (plus the sha256 the manifest needs),
+  with TensorFlow's import counted in RSS and CPU (why tfpipe frames records
+  itself, see tfpipe/records/writer.py).
+
+Peak RSS is the sum over the child and all its descendants, sampled every
+20 ms with psutil. Results: ``benchmarks/results/etl.json`` and ``etl.md``
+(``etl-quick.*`` with ``--quick``).
+
+Usage:
+    python benchmarks/bench_etl.py            # 20,201 x 20,196 px demo slide (cached)
+    python benchmarks/bench_etl.py --quick    # ~4k px slide, one repeat: a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+HERE = Path(__file__).resolve().parent
+WORK = HERE / "_work"
+RESULTS = HERE / "results"
+# make_demo_data varies each side by +-20 %; seed 28 gives 20,201 x 20,196 px at size 20000.
+FULL = dict(size=20000, seed=28)
+QUICK = dict(size=4096, seed=0)
+TARGETS = {"peak_rss_mb": 1024.0, "build_vs_baseline": 2.0, "speedup_2_workers": 1.6}
+
+
+# ------------------------------------------------------------------ child side
+
+
+def child_baseline(slide_path: str) -> dict:
+    """Band-read the whole slide, resize and PNG-encode every tile."""
+    import cv2
+
+    from tfpipe.io.tiff import open_slide
+    from tfpipe.records import format as fmt
+    from tfpipe.records.tiling import grid_positions
+
+    start = time.perf_counter()
+    tiles = 0
+    with open_slide(slide_path) as slide:
+        xs = grid_positions(slide.width, 1024, 1024)
+        for y in grid_positions(slide.height, 1024, 1024):
+            band = slide.read_window(y, 0, 1024, xs[-1] + 1024)
+            for x in xs:
+                small = cv2.resize(band[:, x : x + 1024], (256, 256), interpolation=cv2.INTER_AREA)
+                fmt.encode_image(small, "png")
+                tiles += 1
+    return {"seconds": time.perf_counter() - start, "tiles": tiles}
+
+
+def child_build(data: str, out: str, workers: int) -> dict:
+    """The full build_records with the kidney.yaml ETL settings (1024 px -> 256 px)."""
+    from tfpipe.config import DataConfig
+    from tfpipe.records.build import build_records
+
+    cfg = DataConfig(
+        images=Path(data) / "train",
+        labels=Path(data) / "train.csv",
+        output=Path(out),
+        folds=1,
+        workers=workers,
+    )
+    start = time.perf_counter()
+    manifest = build_records(cfg, overwrite=True, progress=False)
+    return {
+        "seconds": time.perf_counter() - start,
+        "records": manifest.num_records,
+        "bytes": sum(s.bytes for s in manifest.shards),
+        "tiles": sum(s.tiles_total for s in manifest.sources.values()),
+    }
+
+
+def child_writer(records_dir: str, out: str, kind: str) -> dict:
+    """Write the records of a build once more with TensorFlow's writer or tfpipe's."""
+    from tfpipe.records.manifest import read_manifest
+    from tfpipe.records.reader import iter_records
+
+    manifest = read_manifest(records_dir)
+    payloads = [r for p in manifest.shards_for_folds() for r in iter_records(p)]
+    if kind == "tf":
+        import tensorflow as tf
+
+        from tfpipe.records.manifest import sha256_file
+
+        start = time.perf_counter()
+        with tf.io.TFRecordWriter(out) as w:
+            for p in payloads:
+                w.write(p)
+        sha256_file(out)  # the manifest needs it; ShardWriter hashes while writing
+    else:
+        from tfpipe.records.writer import ShardWriter, frame_record
+
+        start = time.perf_counter()
+        with ShardWriter(out) as w:
+            for p in payloads:
+                w.write(frame_record(p))
+    return {"seconds": time.perf_counter() - start, "records": len(payloads)}
+
+
+# ----------------------------------------------------------------- parent side
+
+
+class TreeSampler(threading.Thread):
+    """Samples a process tree every 20 ms: peak summed RSS, and CPU seconds per process.
+
+    CPU is taken from psutil per process (last value seen), because workers
+    forked by a fork server are not waited for by the measured child and so
+    are missing from ``getrusage(RUSAGE_CHILDREN)``.
+    """
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.root = psutil.Process(pid)
+        self.peak_mb = 0.0
+        self.cpu: dict[int, float] = {}
+        self.role: dict[int, str] = {}
+        self.done = threading.Event()
+
+    def cpu_by_role(self) -> dict[str, list[float]]:
+        """CPU seconds grouped as main / forkserver / worker / other processes."""
+        out: dict[str, list[float]] = {}
+        for pid, seconds in self.cpu.items():
+            out.setdefault(self.role[pid], []).append(round(seconds, 2))
+        return out
+
+    def _role(self, p: psutil.Process) -> str:
+        if p.pid == self.root.pid:
+            return "main"
+        command = " ".join(p.cmdline())
+        if "resource_tracker" in command:
+            return "other"
+        # Workers are forks of the fork server and share its command line.
+        return "forkserver" if p.ppid() == self.root.pid and "forkserver" in command else "worker"
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            try:
+                procs = [self.root, *self.root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                return
+            total = 0
+            for p in procs:
+                # A worker may exit between listing and reading it.
+                with contextlib.suppress(psutil.NoSuchProcess), p.oneshot():
+                    total += p.memory_info().rss
+                    t = p.cpu_times()
+                    self.cpu[p.pid] = t.user + t.system
+                    if p.pid not in self.role:
+                        self.role[p.pid] = self._role(p)
+            self.peak_mb = max(self.peak_mb, total / 2**20)
+            time.sleep(0.02)
+
+
+def run_child(args: list[str]) -> dict:
+    """Run this script as a child variant; return its JSON plus the tree's peak RSS and CPU."""
+    load = os.getloadavg()[0]  # others' work on a shared machine skews wall times
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", *args]
+    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
+    sampler = TreeSampler(child.pid)
+    sampler.start()
+    started = time.perf_counter()
+    out, _ = child.communicate()
+    process_wall = time.perf_counter() - started
+    sampler.done.set()
+    sampler.join()
+    if child.returncode:
+        raise SystemExit(f"variant {args} failed with exit code {child.returncode}")
+    result = json.loads(out.strip().splitlines()[-1])
+    result["peak_rss_mb"] = round(sampler.peak_mb, 1)
+    result["load_before"] = round(load, 2)
+    # CPU seconds of the whole tree, imports included: unlike wall time, barely
+    # affected by other load on a shared machine.
+    result["cpu_s"] = round(sum(sampler.cpu.values()), 2)
+    result["cpu_by_role"] = sampler.cpu_by_role()
+    result["cores_got"] = round(result["cpu_s"] / process_wall, 2)
+    return result
+
+
+def best_of(variants: dict[str, list[str]], repeats: int) -> dict[str, dict]:
+    """Run the variants round-robin ``repeats`` times; keep each one's fastest run.
+
+    Interleaving gives every variant a similar share of a shared machine's
+    load; the fastest run is the least disturbed one. Peak RSS is the max.
+    """
+    runs: dict[str, list[dict]] = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, args in variants.items():
+            runs[name].append(run_child(args))
+    out = {}
+    for name, results in runs.items():
+        best = min(results, key=lambda r: r["seconds"])
+        out[name] = {
+            **best,
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in results),
+            "wall_s_all": [round(r["seconds"], 3) for r in results],
+            "runs": len(results),
+        }
+    return out
+
+
+def ensure_demo(size: int, seed: int) -> Path:
+    """The cached demo dataset (one training slide) under benchmarks/_work/."""
+    from tfpipe.records.demo import make_demo_data
+
+    root = WORK / f"demo-{size}-s{seed}"
+    if not (root / "train.csv").is_file():
+        print(f"making the demo slide (size {size}, seed {seed}) in {root} ...", flush=True)
+        make_demo_data(root, n=1, size=size, seed=seed, overwrite=True)
+    return root
+
+
+def warm_cache(path: Path) -> None:
+    with open(path, "rb") as f:
+        while f.read(1 << 24):
+            pass
+
+
+def measure(quick: bool, repeats: int) -> dict:
+    params = QUICK if quick else FULL
+    data = ensure_demo(**params)
+    slide = next((data / "train").glob("*.tiff"))
+    from tfpipe.io.tiff import open_slide
+
+    with open_slide(slide) as s:
+        height, width = s.height, s.width
+    warm_cache(slide)
+    out = WORK / ("records-quick" if quick else "records")
+    runs = {
+        "read+encode (baseline)": ["baseline", str(slide)],
+        "build, 1 worker": ["build", str(data), str(out), "1"],
+        "build, 2 workers": ["build", str(data), str(out), "2"],
+    }
+    variants = best_of(runs, repeats)
+    writers = {  # they read the records the builds left in ``out``
+        "writer: tf.io.TFRecordWriter": ["writer", str(out), str(WORK / "w.tf"), "tf"],
+        "writer: tfpipe": ["writer", str(out), str(WORK / "w.own"), "own"],
+    }
+    variants |= best_of(writers, 1)
+    for name in ("w.tf", "w.own"):
+        (WORK / name).unlink(missing_ok=True)
+    shutil.rmtree(out, ignore_errors=True)
+    megapixels = height * width / 1e6
+    for v in variants.values():
+        v["megapixels_per_s"] = round(megapixels / v["seconds"], 2)
+        v["seconds"] = round(v["seconds"], 3)
+    base = variants["read+encode (baseline)"]["seconds"]
+    one = variants["build, 1 worker"]["seconds"]
+    two = variants["build, 2 workers"]["seconds"]
+    ratios = {
+        "build_vs_baseline": round(one / base, 3),
+        "build_2_workers_vs_baseline": round(two / base, 3),
+        "speedup_2_workers": round(one / two, 3),
+        "tf_writer_vs_tfpipe_writer": round(
+            variants["writer: tf.io.TFRecordWriter"]["seconds"]
+            / variants["writer: tfpipe"]["seconds"],
+            3,
+        ),
+    }
+    ratios["projected_speedup_2_free_cores"] = projected_speedup(
+        variants["build, 1 worker"], variants["build, 2 workers"]
+    )
+    build_rss = max(variants[k]["peak_rss_mb"] for k in ("build, 1 worker", "build, 2 workers"))
+    checks = {
+        "peak_rss_mb < 1024 (builds)": build_rss < TARGETS["peak_rss_mb"],
+        "build (1 worker) <= 2x baseline": ratios["build_vs_baseline"] <= 2.0,
+        "2 workers >= 1.6x faster than 1": ratios["speedup_2_workers"] >= 1.6,
+        "2 workers >= 1.6x, projected from CPU s": ratios["projected_speedup_2_free_cores"] >= 1.6,
+    }
+    return {
+        "slide": {"path": str(slide.relative_to(HERE.parent)), "height": height, "width": width},
+        "megapixels": round(megapixels, 1),
+        "cpu_cores": len(os.sched_getaffinity(0)),
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        "repeats": repeats,
+        "variants": variants,
+        "ratios": ratios,
+        "targets": checks,
+    }
+
+
+def projected_speedup(one: dict, two: dict) -> float:
+    """Speedup of 2 workers on 2 otherwise idle cores, from CPU seconds, not wall time.
+
+    On a shared machine with autogroup scheduling the whole benchmark tree gets
+    a fixed share of the CPUs, however many workers it runs, so the wall-time
+    speedup cannot show. The critical path of the 2-worker build is the main
+    process, the fork server (counted in full, though it overlaps source
+    discovery) and the busiest worker; the 1-worker build runs in one process,
+    effectively single-threaded, so its CPU seconds are its idle-machine wall time.
+    """
+    roles = two["cpu_by_role"]
+    critical = sum(roles.get("main", [])) + sum(roles.get("forkserver", []))
+    critical += max(roles.get("worker", [0.0]))
+    return round(one["cpu_s"] / critical, 3)
+
+
+def write_results(result: dict, quick: bool) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stem = "etl-quick" if quick else "etl"
+    (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    s = result["slide"]
+    lines = [
+        f"# ETL benchmark ({'quick' if quick else 'full'})",
+        "",
+        f"Slide {s['height']} x {s['width']} px ({result['megapixels']} MP), "
+        f"{result['cpu_cores']} CPU cores (load average {result['load_average_1min']} at the "
+        f"end: other work shares them), best of {result['repeats']}. "
+        "Command: `python benchmarks/bench_etl.py" + (" --quick`" if quick else "`"),
+        "",
+        "| variant | wall s | source MP/s | peak RSS MB (tree) | CPU s (tree) | cores got "
+        "| load avg before |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, v in result["variants"].items():
+        lines.append(
+            f"| {name} | {v['seconds']:.2f} | {v['megapixels_per_s']:.1f} "
+            f"| {v['peak_rss_mb']:.0f} | {v['cpu_s']:.1f} | {v['cores_got']:.2f} "
+            f"| {v['load_before']:.1f} |"
+        )
+    lines += [
+        "",
+        "`cores got` = CPU s / wall s of the whole child process (imports included): "
+        "the CPU share the variant actually received. "
+        "Wall-time ratios compare like with like only when it is close to what the "
+        "variant can use (1 for one process, 2 for two workers); "
+        "`projected_speedup_2_free_cores` uses CPU seconds instead (see the script).",
+        "",
+        "| ratio | value |",
+        "|---|---:|",
+    ]
+    lines += [f"| {k} | {v:.2f} |" for k, v in result["ratios"].items()]
+    lines += ["", "| target | met |", "|---|---|"]
+    lines += [f"| {k} | {'yes' if v else 'no'} |" for k, v in result["targets"].items()]
+    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small slide, one repeat")
+    parser.add_argument("--repeats", type=int, default=None, help="runs per variant (best of)")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        kind, *rest = args.child
+        if kind == "baseline":
+            result = child_baseline(*rest)
+        elif kind == "build":
+            result = child_build(rest[0], rest[1], int(rest[2]))
+        else:
+            result = child_writer(*rest)
+        print(json.dumps(result))
+        return
+    repeats = args.repeats or (1 if args.quick else 2)
+    write_results(measure(args.quick, repeats), args.quick)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,259 @@
+"""Input benchmark: tfpipe.data against the usual ways of feeding a Keras model.
+
+One run, one data set (demo slides cut into 256 x 256 RGB tiles + masks, PNG
+records built by ``build_records``), every variant measured in the same
+process in interleaved rounds (A B C … A B C …) so that load from other
+processes hits all of them alike; the figure is the median of the rounds.
+Each measurement starts a fresh iterator, discards ``WARMUP`` batches, then
+times a fixed number of batches. Variants:
+
+* ``decode_only``: ``tfpipe.data.load`` with augmentation off: the ceiling.
+* ``full``: ``load`` with the augmentation of experiments/kidney.yaml.
+* ``full_geometric``: ``load`` with flips/rotations only (no colour jitter).
+* ``naive``: serial map, no prefetch, no interleave (``_input_baselines``).
+* ``onthefly``: tiles read from the TIFFs in a Python generator (no records).
+* ``torch``: PyTorch DataLoader, 2 workers, the same tiles as PNG files.
+
+Also: time to first batch (``load()`` + first batch, first call in the
+process and a later one), RSS over epochs of the full pipeline, and the CPU
+cost of every augmentation op (serial map, one thread, on decoded tiles).
+Results: ``benchmarks/results/input.json`` and ``input.md``
+(``input-quick.*`` with ``--quick``).
+
+Usage:
+    python benchmarks/bench_input.py            # ~500 tiles, 3 rounds, 10 epochs of RSS
+    python benchmarks/bench_input.py --quick    # tiny data, 1 round: a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent)]
+
+import psutil  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+RESULTS = HERE / "results"
+FULL = dict(slides=4, size=8192, rounds=3, batches=30, slow_batches=6, epochs=10, op_images=640)
+QUICK = dict(slides=2, size=4096, rounds=1, batches=4, slow_batches=2, epochs=3, op_images=64)
+BATCH, WARMUP = 16, 2
+TARGETS = {  # name: (minimum or maximum, value)
+    "full / decode_only": ("min", 0.9),
+    "full / torch": ("min", 2.5),
+    "full / onthefly": ("min", 20.0),
+    "time_to_first_batch_s": ("max", 2.0),
+    "rss_growth_pct": ("max", 5.0),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny data, one round")
+    parser.add_argument(
+        "--work", type=Path, default=Path(tempfile.gettempdir()) / "tfpipe-bench-input"
+    )
+    args = parser.parse_args()
+    p = QUICK if args.quick else FULL
+    load_before = os.getloadavg()
+    import tensorflow as tf
+
+    from benchmarks._input_data import prepare
+
+    data = prepare(args.work / ("quick" if args.quick else "full"), p["slides"], p["size"])
+    ttfb = time_to_first_batch(data)  # first, while nothing is traced yet
+    variants = make_variants(data)
+    throughput = interleaved_rounds(variants, p)
+    report = {
+        "benchmark": "input",
+        "quick": args.quick,
+        "machine": machine(load_before, tf.__version__),
+        "data": data.describe(),
+        "throughput": throughput,
+        "ratios": ratios(throughput),
+        "time_to_first_batch_s": ttfb,
+        "rss": rss_over_epochs(data, p["epochs"]),
+        "augment_op_cost_us": op_costs(data, p["op_images"]),
+    }
+    report["targets"] = check_targets(report)
+    write_results(report, "input-quick" if args.quick else "input")
+
+
+# ---------------------------------------------------------------- measuring
+
+
+def make_variants(data: Any) -> dict[str, Callable[[], Iterator[Any]]]:
+    """Each value starts a fresh, endless iterator of batches."""
+    import tfpipe.data as td
+    from benchmarks import _input_baselines as base
+
+    cfg = data.input_config
+    geometric = cfg.augment.model_copy(
+        update=dict(brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0, noise_std=0.0)
+    )
+    off = cfg.augment.model_copy(update=dict(flip=False, rot90=False))
+    off = off.model_copy(update=dict(brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0))
+
+    def tfpipe_iter(augment: Any) -> Callable[[], Iterator[Any]]:
+        return lambda: iter(td.load(data.records, config=cfg, augment=augment).repeat())
+
+    torch_loader = base.torch_loader(data.png_pairs, cfg.augment, BATCH) if data.torch else None
+    variants = {
+        "decode_only": tfpipe_iter(off),
+        "full": tfpipe_iter(cfg.augment),
+        "full_geometric": tfpipe_iter(geometric),
+        "naive": lambda: iter(base.naive_dataset(data.plan, cfg.augment, BATCH).repeat()),
+        "onthefly": lambda: iter(base.onthefly_dataset(data.slides, data.data_config, BATCH)),
+    }
+    if torch_loader is not None:
+        variants["torch"] = lambda: base.cycle(torch_loader)
+    return variants
+
+
+def interleaved_rounds(variants: dict[str, Callable[[], Iterator[Any]]], p: dict) -> dict:
+    slow = {"naive", "onthefly"}
+    runs: dict[str, list[dict]] = {name: [] for name in variants}
+    steps = [(r, name) for r in range(p["rounds"]) for name in variants]
+    for _, name in tqdm(steps, desc="throughput", unit="run"):
+        batches = p["slow_batches"] if name in slow else p["batches"]
+        runs[name].append(measure(variants[name], batches, children=name == "torch"))
+    out = {}
+    for name, rs in runs.items():
+        rates = [r["images_per_s"] for r in rs]
+        out[name] = {
+            "images_per_s": statistics.median(rates),
+            "min": min(rates),
+            "max": max(rates),
+            "cpu_ms_per_image": statistics.median(r["cpu_ms_per_image"] for r in rs),
+            "batches_timed": rs[0]["batches"],
+        }
+    return out
+
+
+def measure(start: Callable[[], Iterator[Any]], batches: int, children: bool = False) -> dict:
+    """Images/s and CPU ms per image over ``batches`` batches after the warm-up."""
+    it = start()
+    for _ in range(WARMUP):
+        next(it)
+    cpu0, t0 = cpu_seconds(children), time.perf_counter()
+    images = sum(len(next(it)[0]) for _ in range(batches))
+    seconds, cpu = time.perf_counter() - t0, cpu_seconds(children) - cpu0
+    del it
+    return {
+        "images_per_s": images / seconds,
+        "cpu_ms_per_image": 1000 * cpu / images,
+        "batches": batches,
+    }
+
+
+def cpu_seconds(children: bool) -> float:
+    procs = [psutil.Process()]
+    if children:
+        procs += psutil.Process().children(recursive=True)
+    total = 0.0
+    for proc in procs:
+        try:
+            t = proc.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def time_to_first_batch(data: Any) -> dict:
+    import tfpipe.data as td
+
+    out = {}
+    for label in ("first_call", "later_call"):
+        t0 = time.perf_counter()
+        ds = td.load(data.records, config=data.input_config)
+        built = time.perf_counter()
+        next(iter(ds))
+        out[label] = time.perf_counter() - t0
+        out[f"{label}_build"] = built - t0
+    return out
+
+
+def rss_over_epochs(data: Any, epochs: int) -> dict:
+    import tfpipe.data as td
+
+    ds = td.load(data.records, config=data.input_config)
+    mb = []
+    for _ in tqdm(range(epochs), desc="RSS epochs", unit="epoch"):
+        for _batch in ds:
+            pass
+        mb.append(psutil.Process().memory_info().rss / 2**20)
+    growth = 100.0 * (mb[-1] - mb[0]) / mb[0]
+    return {"epochs": epochs, "rss_mb_after_each_epoch": mb, "growth_pct": growth}
+
+
+def op_costs(data: Any, images: int) -> dict:
+    """CPU and wall microseconds per 256 x 256 tile of each augmentation op, alone."""
+    from benchmarks._input_data import op_cost_table
+
+    return op_cost_table(data, images)
+
+
+# ---------------------------------------------------------------- reporting
+
+
+def ratios(t: dict) -> dict:
+    full = t["full"]["images_per_s"]
+    return {f"full / {name}": full / v["images_per_s"] for name, v in t.items() if name != "full"}
+
+
+def check_targets(report: dict) -> list[dict]:
+    values = dict(report["ratios"])
+    values["time_to_first_batch_s"] = report["time_to_first_batch_s"]["later_call"]
+    values["rss_growth_pct"] = report["rss"]["growth_pct"]
+    out = []
+    for name, (kind, target) in TARGETS.items():
+        value = values.get(name)
+        met = None if value is None else (value >= target if kind == "min" else value <= target)
+        out.append(
+            {
+                "name": name,
+                "target": f"{'>=' if kind == 'min' else '<='} {target}",
+                "value": value,
+                "met": met,
+            }
+        )
+    return out
+
+
+def machine(load_before: tuple[float, ...], tf_version: str) -> dict:
+    return {
+        "cpus": os.cpu_count(),
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "tensorflow": tf_version,
+        "python": sys.version.split()[0],
+    }
+
+
+def write_results(report: dict, stem: str) -> None:
+    from benchmarks._input_data import markdown
+
+    RESULTS.mkdir(exist_ok=True)
+    for suffix, text in ((".json", json.dumps(report, indent=2) + "\n"), (".md", markdown(report))):
+        path = RESULTS / f"{stem}{suffix}"
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+        print(path)
+    print(markdown(report))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""Model step timing: the settled warm-up that keeps a retrace out of the timed steps."""
+
+import time
+
+import numpy as np
+import pytest
+
+from tfpipe.bench.model_step import settled_start, synthetic_batch, time_train_loop
+from tfpipe.config import load_experiment
+
+
+class ScriptedModel:
+    """A stand-in whose training steps take scripted durations (trace, retrace, steady)."""
+
+    def __init__(self, durations):
+        self.durations = list(durations)
+
+    def train_on_batch(self, x, y):
+        time.sleep(self.durations.pop(0) if self.durations else 0.05)
+
+
+def batches():
+    while True:
+        yield np.zeros((4, 8, 8, 3), np.uint8), np.zeros((4, 8, 8, 1), np.uint8)
+
+
+@pytest.mark.parametrize(
+    ("durations", "first_timed"),
+    [
+        ([0.6, 0.05, 0.05, 0.05], 1),  # traced once: one warm-up step is enough
+        ([0.6, 0.25, 0.05, 0.05, 0.05], 2),  # traced twice: the retrace is discarded too
+    ],
+)
+def test_timed_steps_start_once_two_steps_agree(durations, first_timed):
+    ticks = []
+    m = time_train_loop(
+        ScriptedModel(durations),
+        batches(),
+        "compute",
+        steps=2,
+        warmup=1,
+        tick=lambda: ticks.append(1),
+    )
+    assert m.images == [4, 4]
+    assert all(0.04 < s < 0.15 for s in m.seconds)
+    assert m.warmup_seconds == pytest.approx(sum(durations[:first_timed]), abs=0.1)
+    assert len(ticks) == 2
+
+
+def test_settled_start_rules():
+    assert settled_start([9.0, 1.0, 1.2], warmup=1) == 1
+    assert settled_start([9.0, 3.0, 1.0, 1.1], warmup=1) == 2
+    assert settled_start([9.0, 3.0], warmup=1) is None  # not settled yet: keep stepping
+    assert settled_start([9.0, 1.0, 1.0, 1.0], warmup=2) == 2  # never fewer than warmup steps
+    noisy = [9.0, 1.0, 3.0, 1.0, 3.0, 1.0, 3.0, 1.0, 3.0]
+    assert settled_start(noisy, warmup=1) == 6  # capped: a noisy machine still finishes
+
+
+def test_synthetic_batch_has_the_pipeline_dtypes():
+    exp = load_experiment(None)
+    x, y = synthetic_batch(exp, 2, (32, 32, 3))
+    assert (x.dtype, x.shape, y.dtype, y.shape) == (
+        np.uint8,
+        (2, 32, 32, 3),
+        np.uint8,
+        (2, 32, 32, 1),
+    )
+    exp = load_experiment(None, ["model.task=classification", "model.classes=4"])
+    x, y = synthetic_batch(exp, 2, (32, 32, 3))
+    assert (y.dtype, y.shape) == (np.float32, (2, 4))

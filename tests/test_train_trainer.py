@@ -1,0 +1,180 @@
+"""The trainer end to end on tiny records: run folder, folds, seeds, NaN, Ctrl-C, resume, AUC.
+
+The segmentation-models network is swapped for a three-convolution model with
+the same outer shape (see ``_train_helpers``); the builders have their own tests.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import yaml
+from _train_helpers import experiment, tiny_model, use_tiny_model, write_records
+
+import tfpipe.train.fold
+from tfpipe.errors import ConfigError
+from tfpipe.models import load_model
+from tfpipe.train.callbacks import TrainingDiverged
+from tfpipe.train.trainer import train_experiment
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_records(tmp_path_factory.mktemp("rec") / "kidney", folds=2, per_fold=12)
+
+
+@pytest.fixture(autouse=True)
+def tiny(monkeypatch: pytest.MonkeyPatch) -> None:
+    use_tiny_model(monkeypatch)
+
+
+def test_run_folder_holds_config_checkpoints_history_and_summary(
+    records: Path, tmp_path: Path
+) -> None:
+    exp = experiment(
+        records,
+        tmp_path,
+        "train.deterministic=true",
+        "train.lookahead.enabled=true",
+        "train.lookahead.k=2",
+    )
+    summary = train_experiment(exp, name="smoke")
+    run = next(tmp_path.iterdir())
+    assert run.name.endswith("-smoke")
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["data"]["output"] == str(records) and config["train"]["lookahead"]["k"] == 2
+    assert config["input"]["augment"]["hue"] == 0.0  # resolved: defaults written out
+    saved = json.loads((run / "summary.json").read_text())
+    assert [f["fold"] for f in saved["folds"]] == [0, 1]
+    for k in (0, 1):
+        fold = run / f"fold{k}"
+        assert (fold / "best.keras").is_file() and (fold / "tb").is_dir()
+        assert not (fold / "backup").exists()  # removed once the fold is done
+        rows = list(csv.DictReader((fold / "history.csv").open()))
+        assert [int(r["epoch"]) for r in rows] == [0, 1]
+        best = max(rows, key=lambda r: float(r["val_dice"]))
+        result = summary.folds[k]
+        assert result.score == pytest.approx(float(best["val_dice"]))
+        assert result.iou == pytest.approx(float(best["val_iou"]))
+        assert result.best_epoch == int(best["epoch"]) + 1 and result.steps == 4
+        assert load_model(fold / "best.keras").output.dtype == "float32"
+    assert summary.mean == pytest.approx(np.mean([f.score for f in summary.folds]))
+    assert summary.min == pytest.approx(min(f.score for f in summary.folds))
+    assert saved["mean"] == pytest.approx(summary.mean)
+
+
+@pytest.mark.slow
+def test_same_seed_gives_the_same_fold_metrics(records: Path, tmp_path: Path) -> None:
+    overrides = ("train.deterministic=true", "train.epochs=1", "input.augment.flip=true")
+    first = train_experiment(experiment(records, tmp_path / "a", *overrides), folds=[1])
+    second = train_experiment(experiment(records, tmp_path / "b", *overrides), folds=[1])
+    assert [f.fold for f in first.folds] == [1]
+    assert first.folds[0].score == pytest.approx(second.folds[0].score, abs=1e-4)
+    hist = [
+        list(csv.DictReader(next(p.iterdir()).joinpath("fold1/history.csv").open()))
+        for p in (tmp_path / "a", tmp_path / "b")
+    ]
+    assert float(hist[0][0]["loss"]) == pytest.approx(float(hist[1][0]["loss"]), abs=1e-4)
+    config = yaml.safe_load(next((tmp_path / "a").iterdir()).joinpath("config.yaml").read_text())
+    assert config["train"]["folds"] == [1]  # --fold is part of the logged config
+
+
+def test_nan_loss_stops_with_fold_epoch_and_step(
+    records: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def nan_model(cfg, input_shape):
+        base = tiny_model(cfg, input_shape)
+        out = keras.layers.Rescaling(float("nan"), name="poison")(
+            base.get_layer("final_conv").output
+        )
+        return keras.Model(base.input, keras.layers.Activation("sigmoid", dtype="float32")(out))
+
+    monkeypatch.setattr(tfpipe.train.fold, "build_model", nan_model)
+    with pytest.raises(TrainingDiverged, match=r"fold 0, epoch 1, step 1 .*train.learning_rate"):
+        train_experiment(experiment(records, tmp_path))
+
+
+class InterruptAt(keras.callbacks.Callback):
+    """Raise KeyboardInterrupt (as Ctrl-C does) at an epoch and batch of the n-th ``fit``."""
+
+    def __init__(self, fit: int, epoch: int, batch: int) -> None:
+        super().__init__()
+        self.target, self.fits, self.current = (fit, epoch, batch), 0, -1
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.fits += 1
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.current = epoch
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if (self.fits, self.current, batch) == self.target:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.slow
+def test_ctrl_c_leaves_last_checkpoint_and_resume_skips_done_folds(
+    records: Path, tmp_path: Path
+) -> None:
+    exp = experiment(records, tmp_path, "train.backup_freq=1", "train.epochs=3")
+    interrupt = InterruptAt(fit=2, epoch=1, batch=0)  # fold 1, second epoch, first step
+    with pytest.raises(KeyboardInterrupt):
+        train_experiment(exp, callbacks=[interrupt])
+    run = next(tmp_path.iterdir())
+    assert (run / "fold0/result.json").is_file() and not (run / "fold1/result.json").exists()
+    last = load_model(run / "fold1/last.keras")
+    assert last.output.shape[-1] == 1
+    done_fold0 = json.loads((run / "fold0/result.json").read_text())
+    # Resuming uses the run's own config, whatever the experiment passed in says.
+    resumed = train_experiment(experiment(records, tmp_path, "train.epochs=9"), resume="latest")
+    assert resumed.folds[0].score == pytest.approx(done_fold0["score"])  # skipped, not retrained
+    assert resumed.folds[0].steps == resumed.folds[1].steps == 3 * 2  # exactly the planned steps
+    assert [int(r["epoch"]) for r in csv.DictReader((run / "fold1/history.csv").open())] == [
+        0,
+        1,
+        2,
+    ]
+
+
+def test_resume_without_runs_is_a_config_error(records: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no run folder"):
+        train_experiment(experiment(records, tmp_path), resume="latest")
+
+
+@pytest.mark.slow
+def test_classification_reports_auc_per_label(tmp_path: Path) -> None:
+    records = write_records(
+        tmp_path / "cls", task="classification", folds=2, per_fold=12, classes=3
+    )
+    exp = experiment(
+        records,
+        tmp_path / "runs",
+        "model.task=classification",
+        "model.arch=densenet121",
+        "model.classes=3",
+        "train.loss=bce",
+    )
+    summary = train_experiment(exp, folds=[0])
+    fold = summary.folds[0]
+    assert summary.metric == "auc" and fold.metric == "auc" and 0.0 <= fold.score <= 1.0
+    assert set(fold.label_auc) == {"label0", "label1", "label2"}
+    with pytest.raises(ConfigError, match=r"model\.classes must equal the 3 labels"):
+        train_experiment(
+            experiment(
+                records,
+                tmp_path / "runs",
+                "model.task=classification",
+                "model.arch=densenet121",
+                "model.classes=14",
+            )
+        )
+
+
+def test_task_mismatch_is_a_config_error(records: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"model\.task is 'classification' but the records"):
+        train_experiment(experiment(records, tmp_path, "model.task=classification"))

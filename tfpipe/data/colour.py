@@ -1,0 +1,133 @@
+"""Colour jitter as one affine colour transform per tile (image only, never the mask).
+
+Brightness, contrast, saturation and hue are all linear maps of the RGB
+vector of a pixel, so they compose into one ``3 x 3`` matrix ``M`` and one
+offset per tile, applied in a single pass (as NVIDIA DALI's ``ColorTwist``)::
+
+    brightness  x + delta * 255                 delta  ~ U(-b, b)     (tf.image.adjust_brightness)
+    contrast    (x - mean) * c + mean           c      ~ U(1-a, 1+a)  (mean over the whole tile)
+    saturation  luma + s * (x - luma)           s      ~ U(1-a, 1+a)  (torchvision's definition)
+    hue         rotation by 2 pi h in YIQ       h      ~ U(-d, d)     (fraction of the hue circle)
+
+Why not ``tf.image.stateless_random_hue`` / ``_saturation``: their HSV kernels
+cost ~4 ms per 256 x 256 tile on the 2-core reference machine, more than
+decoding the PNG; the fused transform costs ~1 ms (``benchmarks/bench_input.py``
+reports the cost of every op). For the small angles used in training the
+YIQ rotation and the HSV hue shift differ by a few uint8 levels.
+
+Gray pixels stay gray under saturation and hue (``M @ [1, 1, 1] = [1, 1, 1]``),
+so the offset is the same for all three channels. With only brightness and
+contrast the transform is per-channel and runs elementwise (cheaper still).
+
+Example:
+    >>> jitter = ColourJitter(brightness=0.1, contrast=0.1, saturation=0.1, hue=0.02)
+    >>> out = jitter(tf.zeros([256, 256, 3], tf.uint8), tf.constant([1, 2], tf.int64))
+    >>> out.dtype, out.shape
+    (tf.uint8, TensorShape([256, 256, 3]))
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import tensorflow as tf
+
+# ITU-R BT.601 luma weights and the RGB -> YIQ matrix (rows: Y, I, Q).
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+_RGB_TO_YIQ = np.array(
+    [[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], np.float32
+)
+_YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ).astype(np.float32)
+# Pixels per matmul row: a [N, 3] x [3, 3] product is slow on CPU (K = 3);
+# a block-diagonal [N/8, 24] x [24, 24] does the same work in a fraction of the time.
+_PIXELS_PER_ROW = 8
+
+
+class ColourJitter:
+    """Random brightness/contrast/saturation/hue (and Gaussian noise) for ``uint8`` RGB tiles.
+
+    Args:
+        brightness: Max brightness delta, as a fraction of the full range.
+        contrast: Max relative contrast change.
+        saturation: Max relative saturation change.
+        hue: Max hue rotation, as a fraction of the full circle (<= 0.5).
+        noise_std: Standard deviation of added Gaussian noise, in uint8 levels.
+
+    Example:
+        >>> ColourJitter(brightness=0.1).mixes_channels
+        False
+    """
+
+    def __init__(
+        self,
+        brightness: float = 0.0,
+        contrast: float = 0.0,
+        saturation: float = 0.0,
+        hue: float = 0.0,
+        noise_std: float = 0.0,
+    ) -> None:
+        self.brightness = brightness
+        self.contrast = contrast
+        self.saturation = saturation
+        self.hue = hue
+        self.noise_std = noise_std
+
+    @property
+    def active(self) -> bool:
+        return any((self.brightness, self.contrast, self.saturation, self.hue, self.noise_std))
+
+    @property
+    def mixes_channels(self) -> bool:
+        """True when saturation or hue need the full colour matrix."""
+        return self.saturation > 0 or self.hue > 0
+
+    def __call__(self, image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        """Jitter one ``[H, W, C]`` ``uint8`` tile with a ``[2]`` integer seed."""
+        u = 2.0 * tf.random.stateless_uniform([4], seed) - 1.0  # four draws in [-1, 1)
+        x = tf.cast(image, tf.float32)
+        scale = 1.0 + self.contrast * u[1]
+        offset = self.brightness * 255.0 * u[0]
+        if self.contrast > 0:
+            offset += (1.0 - scale) * tf.reduce_mean(x)
+        if self.mixes_channels:
+            matrix = scale * colour_matrix(1.0 + self.saturation * u[2], self.hue * u[3])
+            x = _apply_matrix(x, matrix) + offset
+        else:
+            x = x * scale + offset
+        if self.noise_std > 0:
+            noise_seed = tf.random.experimental.stateless_fold_in(seed, 1)
+            x += tf.random.stateless_normal(tf.shape(x), noise_seed, stddev=self.noise_std)
+        # +0.5 then truncation rounds to nearest; saturate_cast clips to 0..255 first.
+        return tf.saturate_cast(x + 0.5, tf.uint8)
+
+
+def colour_matrix(saturation: tf.Tensor | float, hue: tf.Tensor | float) -> tf.Tensor:
+    """``3 x 3`` matrix that scales saturation, then rotates hue by ``hue`` of a turn.
+
+    Example:
+        >>> np.allclose(colour_matrix(1.0, 0.0).numpy(), np.eye(3), atol=1e-6)
+        True
+    """
+    s = tf.cast(saturation, tf.float32)
+    theta = 2.0 * math.pi * tf.cast(hue, tf.float32)
+    luma = tf.constant(LUMA)[None, :]
+    sat = s * tf.eye(3) + (1.0 - s) * tf.ones([3, 1]) * luma
+    cos, sin = tf.cos(theta), tf.sin(theta)
+    zero, one = tf.zeros([]), tf.ones([])
+    rotate_iq = tf.stack(
+        [tf.stack([one, zero, zero]), tf.stack([zero, cos, -sin]), tf.stack([zero, sin, cos])]
+    )
+    hue_m = tf.constant(_YIQ_TO_RGB) @ rotate_iq @ tf.constant(_RGB_TO_YIQ)
+    return hue_m @ sat
+
+
+def _apply_matrix(x: tf.Tensor, matrix: tf.Tensor) -> tf.Tensor:
+    """``matrix @ pixel`` for every pixel of ``[H, W, 3]`` float ``x``."""
+    shape = tf.shape(x)
+    pixels = x.shape[0] * x.shape[1] if x.shape[0] and x.shape[1] else None
+    k = _PIXELS_PER_ROW if pixels is not None and pixels % _PIXELS_PER_ROW == 0 else 1
+    # Rows hold k pixels; kron(I_k, M^T) applies M^T to each pixel of a row.
+    block = tf.reshape(tf.einsum("ij,ab->iajb", tf.eye(k), tf.transpose(matrix)), [3 * k, 3 * k])
+    rows = tf.reshape(x, [-1, 3 * k])
+    return tf.reshape(rows @ block, shape)

@@ -1,0 +1,277 @@
+"""``load()``: records folder in, ``tf.data.Dataset`` of ``uint8`` batches out.
+
+Training pipeline (each stage redrawn every epoch, reproducible per seed)::
+
+    shard list, shuffled ─▶ interleave(TFRecordDataset, parallel) ─▶ [balance]
+      ─▶ shuffle(serialized records) ─▶ + per-element seed ─▶ batch ─▶ parse_example
+      ─▶ unbatch ─▶ map(decode + augment, parallel) ─▶ batch ─▶ [tf.data service] ─▶ prefetch
+
+With ``cache`` the decoded tiles are cached and the shuffle, balance and
+augmentation move after the cache (so every epoch still differs). Validation
+reads the shards in manifest order with no shuffle and no augmentation
+(center crop to ``image_size``), deterministically.
+
+An epoch is one pass over the selected shards: the dataset is finite and
+every new iteration (each Keras epoch, or each ``.repeat()``) reshuffles and
+redraws augmentation. Training batches are always full
+(``drop_remainder=True``); validation keeps the last partial batch.
+
+Example:
+    >>> train = load("records/kidney", folds=[1, 2, 3], batch_size=16)   # doctest: +SKIP
+    >>> val = load("records/kidney", folds=[0], training=False)          # doctest: +SKIP
+    >>> model.fit(train, validation_data=val, epochs=5)                  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import tensorflow as tf
+
+from tfpipe.config import InputConfig
+from tfpipe.data import balance, service
+from tfpipe.data.augment import Augmenter, center_crop
+from tfpipe.data.decode import decode_element, parse_batch, positive_fraction
+from tfpipe.data.plan import InputPlan, cache_target, plan_input, resolve_config
+from tfpipe.data.shards import read_shards
+from tfpipe.errors import RecordsError
+from tfpipe.records.manifest import Manifest, read_manifest
+
+# Functions handed to tf.data are plain graph code (explicit tf.cond, no Python
+# control flow on tensors); skipping AutoGraph's source conversion saves seconds
+# per load() call.
+_plain = tf.autograph.experimental.do_not_convert
+
+# Salts keep the seeds of independent random streams apart.
+_AUGMENT_SALT = 104729
+_BALANCE_SALT = 1299709
+
+
+def load(
+    records_dir: str | Path,
+    *,
+    folds: int | list[int] | None = None,
+    training: bool = True,
+    config: InputConfig | None = None,
+    batch_size: int | None = None,
+    seed: int | None = None,
+    with_ids: bool = False,
+    **overrides: Any,
+) -> tf.data.Dataset:
+    """A ``tf.data.Dataset`` of ``uint8`` batches from a records folder.
+
+    Segmentation records give ``(image uint8 [B,H,W,C], mask uint8 [B,H,W,1])``;
+    classification records give ``(image uint8 [B,H,W,C], labels float32 [B,K])``;
+    the task comes from ``manifest.json``. Feed it to ``model.fit`` directly (put
+    :class:`tfpipe.data.Normalize` first in the model). Nothing global is changed:
+    no Keras policy, no TF seed.
+
+    Args:
+        records_dir: Folder written by ``tfpipe build-records``.
+        folds: Fold ids to read (an int or a list); None reads all folds.
+        training: True: shuffled, augmented, balanced by ``balance``, full batches,
+            through the tf.data service when ``service`` is set. False: manifest
+            order, center crop, ``val_balance``, deterministic, always local.
+        config: The ``input`` section of an experiment; default ``InputConfig()``.
+        batch_size: Overrides ``config.batch_size``.
+        seed: Overrides ``config.seed``.
+        with_ids: Add a third element, the ``[B]`` string ``image/source_id`` of
+            every tile (to inspect order and provenance; not for ``fit``).
+        **overrides: Any other ``InputConfig`` field, e.g. ``shuffle_buffer=1024``
+            or ``augment={"flip": True, "hue": 0.02}``.
+
+    Returns:
+        The dataset; one iteration is one epoch.
+
+    Raises:
+        RecordsError: the folder or manifest is missing, from a newer format
+            version, a fold does not exist, or a shard is damaged.
+        ConfigError: an unknown or invalid setting, or a setting that does not fit
+            these records (batch larger than the data, image_size larger than tiles).
+
+    Example:
+        >>> ds = load("records/kidney", folds=[1, 2, 3], batch_size=8, shuffle_buffer=256)
+        ... # doctest: +SKIP
+        >>> images, masks = next(iter(ds))                              # doctest: +SKIP
+        >>> images.dtype, images.shape, masks.shape                     # doctest: +SKIP
+        (tf.uint8, TensorShape([8, 256, 256, 3]), TensorShape([8, 256, 256, 1]))
+    """
+    cfg = resolve_config(config, batch_size=batch_size, seed=seed, overrides=overrides)
+    manifest = read_manifest(records_dir)
+    fold_list = [folds] if isinstance(folds, int) else folds
+    plan = plan_input(manifest, fold_list, cfg, training)
+    return build_dataset(plan, cfg, training, with_ids)
+
+
+def split_folds(
+    manifest_or_dir: Manifest | str | Path, val_fold: int
+) -> tuple[list[int], list[int]]:
+    """Cross-validation split: train on every fold but ``val_fold``, validate on it.
+
+    Raises:
+        RecordsError: ``val_fold`` is not a fold of this dataset.
+
+    Example:
+        >>> split_folds("records/kidney", 0)  # doctest: +SKIP
+        ([1, 2, 3], [0])
+    """
+    manifest = (
+        manifest_or_dir if isinstance(manifest_or_dir, Manifest) else read_manifest(manifest_or_dir)
+    )
+    folds = manifest.folds
+    if val_fold not in folds:
+        raise RecordsError(
+            f"fold {val_fold} does not exist in {manifest.root}: it has folds {folds}"
+        )
+    return [f for f in folds if f != val_fold], [val_fold]
+
+
+def build_dataset(
+    plan: InputPlan, cfg: InputConfig, training: bool, with_ids: bool = False
+) -> tf.data.Dataset:
+    """Assemble the tf.data graph for a validated plan (see the module docstring)."""
+    deterministic = cfg.deterministic if training else True
+    records = read_shards(plan.shards, cfg, training)
+    cache = cache_target(plan, cfg, training)
+    if cache is None:
+        tiles = _tiles(records, plan, cfg, training, deterministic)
+    else:
+        tiles = _tiles_after_cache(records, cache, plan, cfg, training, deterministic)
+    if not with_ids:
+        tiles = tiles.map(_plain(lambda image, target, ids: (image, target)))
+    batches = tiles.batch(
+        cfg.batch_size,
+        drop_remainder=training,
+        num_parallel_calls=cfg.parallel_calls or tf.data.AUTOTUNE,
+        deterministic=deterministic,
+    )
+    batches = batches.with_options(_options(cfg, deterministic))
+    if training and cfg.service:
+        batches = service.distribute(batches, cfg.service, cfg.service_job_name)
+    if cfg.prefetch != 0:
+        batches = batches.prefetch(cfg.prefetch or tf.data.AUTOTUNE)
+    return batches
+
+
+def _tiles(
+    records: tf.data.Dataset, plan: InputPlan, cfg: InputConfig, training: bool, det: bool
+) -> tf.data.Dataset:
+    """Balance and shuffle serialized records, then parse, decode and augment in one map."""
+    records = _sample(records, plan, cfg, training, lambda r: positive_fraction(r) > 0)
+    if training and cfg.shuffle_buffer > 0:
+        records = records.shuffle(cfg.shuffle_buffer, seed=cfg.seed)
+    seeded = tf.data.Dataset.zip(_seeds(cfg, training), records)
+    finish = _finisher(plan, cfg, training)
+    return _parse(seeded, plan, cfg, det).map(
+        _plain(lambda f, s: finish(decode_element(f, plan.layout), s)),
+        num_parallel_calls=cfg.parallel_calls or tf.data.AUTOTUNE,
+        deterministic=det,
+    )
+
+
+def _tiles_after_cache(
+    records: tf.data.Dataset,
+    cache: str,
+    plan: InputPlan,
+    cfg: InputConfig,
+    training: bool,
+    det: bool,
+) -> tf.data.Dataset:
+    """Decode and cache; balance, shuffle, seed and augment after the cache."""
+    calls = cfg.parallel_calls or tf.data.AUTOTUNE
+    # Seeds are drawn after the cache (else every epoch would replay epoch 1's).
+    unseeded = records.map(_plain(lambda r: (tf.zeros([2], tf.int64), r)))
+    decoded = _parse(unseeded, plan, cfg, det).map(
+        _plain(lambda f, s: decode_element(f, plan.layout)),
+        num_parallel_calls=calls,
+        deterministic=det,
+    )
+    decoded = decoded.cache(cache)
+    decoded = _sample(decoded, plan, cfg, training, lambda e: e["positive"] > 0)
+    if training and cfg.shuffle_buffer > 0:
+        decoded = decoded.shuffle(cfg.shuffle_buffer, seed=cfg.seed)
+    return tf.data.Dataset.zip(decoded, _seeds(cfg, training)).map(
+        _plain(_finisher(plan, cfg, training)), num_parallel_calls=calls, deterministic=det
+    )
+
+
+def _parse(pairs: tf.data.Dataset, plan: InputPlan, cfg: InputConfig, det: bool) -> tf.data.Dataset:
+    """(seed, serialized) pairs -> (features, seed) per element, parsed in batches."""
+    parsed = pairs.batch(cfg.batch_size).map(
+        _plain(lambda seeds, serialized: (parse_batch(serialized, plan.layout), seeds)),
+        num_parallel_calls=cfg.parallel_calls or tf.data.AUTOTUNE,
+        deterministic=det,
+    )
+    return parsed.unbatch()
+
+
+def _finisher(
+    plan: InputPlan, cfg: InputConfig, training: bool
+) -> Callable[[dict[str, tf.Tensor], tf.Tensor], tuple[tf.Tensor, tf.Tensor, tf.Tensor]]:
+    """The per-element tail: augment (training) or center crop, then the output tuple."""
+    segmentation = plan.layout.task == "segmentation"
+    augmenter = Augmenter(cfg.augment, (plan.layout.height, plan.layout.width), plan.size)
+
+    def finish(element: dict[str, tf.Tensor], seed: tf.Tensor):
+        mask = element["target"] if segmentation else None
+        if training:
+            # The record id makes the seed differ between tf.data service workers
+            # that share (epoch key, position).
+            salt = tf.strings.to_hash_bucket_fast(element["id"], 1 << 62)
+            seed = tf.stack([tf.bitwise.bitwise_xor(seed[0], salt), seed[1]])
+            image, mask = augmenter(element["image"], mask, seed)
+        else:
+            image, mask = center_crop(element["image"], mask, plan.size)
+        target = mask if segmentation else element["target"]
+        return image, target, element["id"]
+
+    return finish
+
+
+def _seeds(cfg: InputConfig, training: bool) -> tf.data.Dataset:
+    """``[epoch key, position]`` per element; the key is redrawn every iteration."""
+    if not training:
+        return tf.data.Dataset.counter().map(
+            _plain(lambda i: tf.stack([tf.constant(0, tf.int64), i]))
+        )
+    return _epoch_seeds(cfg.seed + _AUGMENT_SALT)
+
+
+def _epoch_seeds(seed: int) -> tf.data.Dataset:
+    key = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
+
+    def positions(k: tf.Tensor) -> tf.data.Dataset:
+        return tf.data.Dataset.counter().map(_plain(lambda i: tf.stack([k, i])))
+
+    return key.flat_map(_plain(positions))
+
+
+def _sample(
+    ds: tf.data.Dataset,
+    plan: InputPlan,
+    cfg: InputConfig,
+    training: bool,
+    is_positive: Callable[[Any], tf.Tensor],
+) -> tf.data.Dataset:
+    if plan.balance is None:
+        return ds
+    if training:
+        seeds = _epoch_seeds(cfg.seed + _BALANCE_SALT)
+    else:
+        # Fixed seeds: validation sees the same subset every epoch.
+        seeds = tf.data.Dataset.counter().map(
+            _plain(lambda i: tf.stack([tf.constant(cfg.seed + _BALANCE_SALT, tf.int64), i]))
+        )
+    return balance.resample(ds, plan.balance, is_positive, seeds)
+
+
+def _options(cfg: InputConfig, deterministic: bool) -> tf.data.Options:
+    options = tf.data.Options()
+    options.deterministic = deterministic
+    if cfg.ram_budget_mb is not None:
+        options.autotune.ram_budget = cfg.ram_budget_mb * 2**20
+    if cfg.private_threadpool_size is not None:
+        options.threading.private_threadpool_size = cfg.private_threadpool_size
+    return options

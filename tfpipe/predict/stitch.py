@@ -1,0 +1,184 @@
+"""Stitching window predictions into one probability map, and upscaling it strip by strip.
+
+Memory is the constraint: a 20,000 x 20,000 slide has 400 million pixels.
+The :class:`Stitcher` therefore accumulates at the *low* resolution the model
+works at (``1/scale²`` of the pixels: two float32 arrays of 25 million cells,
+200 MB, for that slide at ``scale=4``), and :func:`iter_mask_strips` produces
+the full-resolution mask one column strip at a time from it.
+
+Upscaling is bilinear (``cv2.resize``) with exact integer scale, so low-res
+cell ``i`` covers source pixels ``[i*scale, (i+1)*scale)``. A block is
+resized together with a one-cell margin, which makes every block identical,
+bit for bit, to the same region of one whole-map resize: strips, tiles and
+the whole map agree exactly, whichever way the output is cut.
+
+Example:
+    >>> import numpy as np
+    >>> from tfpipe.predict.stitch import Stitcher
+    >>> from tfpipe.predict.windows import Window
+    >>> s = Stitcher((4, 6), np.ones((4, 4), np.float32))
+    >>> s.add(Window(0, 0, 4), np.full((4, 4), 0.2, np.float32))
+    >>> s.add(Window(0, 2, 4), np.full((4, 4), 0.6, np.float32))
+    >>> s.probabilities()[0].astype(float).round(2).tolist()   # middle columns: the mean
+    [0.2, 0.2, 0.4, 0.4, 0.6, 0.6]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from tfpipe.predict.windows import Window
+
+# Output pixels per column strip: ~32 MB of float32 whatever the slide height.
+STRIP_PIXELS = 1 << 23
+
+
+class Stitcher:
+    """Weighted average of overlapping window predictions on the low-resolution grid.
+
+    Each window adds ``weight * prediction`` and ``weight``; the result divides
+    the two, so the effective weights of the windows covering a pixel sum to
+    one. Cells that no window reached (skipped background) are 0.
+
+    Args:
+        shape: ``(h, w)`` of the low-resolution grid.
+        weights: ``(n, n)`` blending weight of one window (see ``blend_weights``).
+
+    Example:
+        >>> s = Stitcher((2, 2), np.ones((2, 2), np.float32))
+        >>> s.probabilities().tolist()
+        [[0.0, 0.0], [0.0, 0.0]]
+    """
+
+    def __init__(self, shape: tuple[int, int], weights: np.ndarray) -> None:
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.weights = np.asarray(weights, np.float32)
+        self._sum = np.zeros(self.shape, np.float32)
+        self._weight = np.zeros(self.shape, np.float32)
+        self.windows_added = 0
+
+    def add(self, window: Window, prediction: np.ndarray) -> None:
+        """Accumulate one ``(n, n)`` prediction; parts past the grid edge are dropped."""
+        h = min(window.size, self.shape[0] - window.y)
+        w = min(window.size, self.shape[1] - window.x)
+        rows = slice(window.y, window.y + h)
+        cols = slice(window.x, window.x + w)
+        weight = self.weights[:h, :w]
+        self._sum[rows, cols] += weight * prediction[:h, :w]
+        self._weight[rows, cols] += weight
+        self.windows_added += 1
+
+    def probabilities(self) -> np.ndarray:
+        """The ``(h, w)`` float32 blended probabilities; the accumulators are released.
+
+        The division happens in place in the sum array, so finishing a slide
+        costs no third full-size array.
+        """
+        prob, weight = self._sum, self._weight
+        np.divide(prob, weight, out=prob, where=weight > 0)
+        self._sum = self._weight = np.zeros((0, 0), np.float32)
+        return prob
+
+
+def upscale_block(prob: np.ndarray, scale: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+    """Rows ``y0:y1`` and columns ``x0:x1`` of ``prob`` upscaled ``scale`` times (bilinear).
+
+    Equal, bit for bit, to ``cv2.resize(prob, (w*scale, h*scale))[y0:y1, x0:x1]``
+    while only resizing the cells the block needs plus a one-cell margin.
+
+    Example:
+        >>> p = np.array([[0.0, 1.0]], np.float32)
+        >>> upscale_block(p, 2, 0, 1, 0, 4).tolist()
+        [[0.0, 0.25, 0.75, 1.0]]
+    """
+    import cv2
+
+    h, w = prob.shape
+    # Output pixel y samples cell (y + 0.5) / scale - 0.5: one cell either side suffices.
+    top, bottom = max(y0 // scale - 1, 0), min(-(-y1 // scale) + 1, h)
+    left, right = max(x0 // scale - 1, 0), min(-(-x1 // scale) + 1, w)
+    cells = np.ascontiguousarray(prob[top:bottom, left:right], np.float32)
+    size = ((right - left) * scale, (bottom - top) * scale)
+    up = cv2.resize(cells, size, interpolation=cv2.INTER_LINEAR)
+    return up[y0 - top * scale : y1 - top * scale, x0 - left * scale : x1 - left * scale]
+
+
+def strip_width(height: int, scale: int, pixels: int = STRIP_PIXELS) -> int:
+    """Columns per strip so that one strip holds about ``pixels`` pixels (a multiple of scale).
+
+    Example:
+        >>> strip_width(20000, 4)
+        416
+    """
+    return max(scale, (pixels // max(height, 1)) // scale * scale)
+
+
+def iter_prob_strips(
+    prob: np.ndarray, scale: int, shape: tuple[int, int], width: int | None = None
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Full-resolution ``(H, w)`` float32 probability strips, left to right, as ``(x0, strip)``.
+
+    Args:
+        prob: ``(h, w)`` low-resolution probabilities.
+        scale: Source pixels per low-resolution cell.
+        shape: ``(H, W)`` of the slide; the upscaled map is cropped to it.
+        width: Columns per strip; default :func:`strip_width`.
+
+    Example:
+        >>> p = np.array([[0.0, 1.0]], np.float32)
+        >>> [(x0, s.shape) for x0, s in iter_prob_strips(p, 2, (2, 3), width=2)]
+        [(0, (2, 2)), (2, (2, 1))]
+    """
+    height, total = shape
+    step = width or strip_width(height, scale)
+    for x0 in range(0, total, step):
+        yield x0, upscale_block(prob, scale, 0, height, x0, min(x0 + step, total))
+
+
+def iter_mask_strips(
+    prob: np.ndarray,
+    scale: int,
+    shape: tuple[int, int],
+    threshold: float,
+    width: int | None = None,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Full-resolution ``(H, w)`` uint8 0/1 mask strips, left to right, as ``(x0, strip)``.
+
+    Column strips are what a column-major RLE needs: strip after strip, the
+    flat pixel order is the RLE order. A pixel is foreground when its
+    probability is above ``threshold``; other arguments as :func:`iter_prob_strips`.
+
+    Example:
+        >>> p = np.array([[0.0, 1.0]], np.float32)
+        >>> [(x0, s.tolist()) for x0, s in iter_mask_strips(p, 2, (1, 3), 0.5, width=2)]
+        [(0, [[0, 0]]), (2, [[1]])]
+    """
+    for x0, strip in iter_prob_strips(prob, scale, shape, width):
+        yield x0, (strip > threshold).view(np.uint8)
+
+
+def iter_mask_tiles(
+    prob: np.ndarray,
+    scale: int,
+    shape: tuple[int, int],
+    threshold: float,
+    tile: int,
+) -> Iterator[np.ndarray]:
+    """Full-resolution mask tiles in row-major order (what a tiled TIFF writer expects).
+
+    Edge tiles are cropped to the slide. Each tile equals the same region of
+    the strips from :func:`iter_mask_strips` exactly.
+
+    Example:
+        >>> p = np.array([[0.0, 1.0]], np.float32)
+        >>> [t.shape for t in iter_mask_tiles(p, 2, (2, 3), 0.5, tile=2)]
+        [(2, 2), (2, 1)]
+    """
+    height, width = shape
+    for y0 in range(0, height, tile):
+        y1 = min(y0 + tile, height)
+        for x0 in range(0, width, tile):
+            x1 = min(x0 + tile, width)
+            yield (upscale_block(prob, scale, y0, y1, x0, x1) > threshold).view(np.uint8)

@@ -1,0 +1,283 @@
+"""Keras callbacks of a training fold: divergence guard, best checkpoint, resumable backup, clock.
+
+* :class:`NaNGuard` replaces ``TerminateOnNaN``: a non-finite loss stops the run
+  with a :class:`TrainingDiverged` error naming the fold, epoch and step.
+* :class:`BestCheckpoint` saves ``best.keras`` when the validation metric improves,
+  through a temporary file (a kill never leaves half a checkpoint).
+* :class:`StepBackup` is ``keras.callbacks.BackupAndRestore`` with exact progress:
+  it records the epoch *and* the steps done in it, writes each backup atomically,
+  and restores once, so a run killed mid-epoch resumes at the very step it reached.
+* :class:`EpochClock` measures training throughput (validation time excluded).
+* :class:`ResumableEarlyStopping` starts from the best value and patience count of
+  the epochs run before an interruption.
+
+Example:
+    >>> guard = NaNGuard(fold=0)
+    >>> model.fit(train, callbacks=[guard])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from tfpipe.errors import TfpipeError
+
+
+class TrainingDiverged(TfpipeError):
+    """The loss became NaN or infinite."""
+
+
+def _scalar(value: Any) -> float:
+    return float(np.asarray(value))
+
+
+def current_learning_rate(model: keras.Model) -> float:
+    """The optimizer's learning rate now (schedules evaluated at the current step)."""
+    return _scalar(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+
+
+class NaNGuard(keras.callbacks.Callback):
+    """Stop at the first non-finite loss with a message saying where and what to do."""
+
+    def __init__(self, fold: int, step_offset: int = 0) -> None:
+        super().__init__()
+        self.fold = fold
+        self.step_offset = step_offset
+        self._epoch = 0
+        self._first_epoch: int | None = None
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._epoch = epoch
+        if self._first_epoch is None:
+            self._first_epoch = epoch
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is None or math.isfinite(_scalar(loss)):
+            return
+        offset = self.step_offset if self._epoch == self._first_epoch else 0
+        lr = current_learning_rate(self.model)
+        raise TrainingDiverged(
+            f"loss became {_scalar(loss)} in fold {self.fold}, epoch {self._epoch + 1}, "
+            f"step {offset + batch + 1} (learning rate {lr:.3g}); training stopped. "
+            f"Lower train.learning_rate (e.g. --set train.learning_rate={lr / 10:.3g}), "
+            "or set train.mixed_precision: off if it happens under float16"
+        )
+
+
+def save_model_atomic(model: keras.Model, path: Path) -> None:
+    """``model.save(path)`` through a temporary ``.keras`` file renamed into place."""
+    tmp = path.with_name(f".{path.stem}.tmp.keras")
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+class BestCheckpoint(keras.callbacks.Callback):
+    """Save the model to ``path`` whenever ``monitor`` beats the best value so far (max mode)."""
+
+    def __init__(self, path: Path, monitor: str, best: float | None = None) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.monitor = monitor
+        self.best = best
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        value = (logs or {}).get(self.monitor)
+        if value is None or not math.isfinite(_scalar(value)):
+            return
+        if self.best is None or _scalar(value) > self.best:
+            self.best = _scalar(value)
+            save_model_atomic(self.model, self.path)
+
+
+class EpochClock(keras.callbacks.Callback):
+    """Training seconds and steps of each epoch (the validation pass excluded)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.epochs: list[tuple[int, float]] = []  # (steps, seconds)
+        self._start = 0.0
+        self._stop: float | None = None
+        self._steps = 0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._start, self._stop, self._steps = time.perf_counter(), None, 0
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self._steps += 1
+
+    def on_test_begin(self, logs: dict | None = None) -> None:
+        if self._stop is None:
+            self._stop = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        stop = self._stop if self._stop is not None else time.perf_counter()
+        self.epochs.append((self._steps, stop - self._start))
+
+    def images_per_second(self, batch_size: int) -> float:
+        """Throughput over the epochs after the first (which pays for tracing), if any."""
+        timed = self.epochs[1:] or self.epochs
+        seconds = sum(s for _, s in timed)
+        return sum(n for n, _ in timed) * batch_size / seconds if seconds > 0 else 0.0
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """``EarlyStopping`` (max mode) that can start from an earlier run's best and wait count."""
+
+    def __init__(self, monitor: str, patience: int, best: float | None, wait: int) -> None:
+        super().__init__(monitor=monitor, patience=patience, mode="max", verbose=1)
+        self._resume_best, self._resume_wait = best, wait
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        # A resumed fold runs two fits (rest of the interrupted epoch, then the
+        # others); the patience count must carry over from one to the next.
+        if getattr(self, "_started", False):
+            return
+        self._started = True
+        super().on_train_begin(logs)
+        if self._resume_best is not None:
+            self.best, self.wait = self._resume_best, self._resume_wait
+
+
+class StepBackup(keras.callbacks.BackupAndRestore):
+    """``BackupAndRestore`` that knows the step within the epoch and never half-writes.
+
+    Each backup is ``ckpt-<epoch>-<step>.weights.h5`` (model + optimizer state,
+    slow Lookahead weights included), then ``training_metadata.json`` naming
+    it; older backups are removed only after. :meth:`progress` tells the
+    trainer where to resume: ``(epoch, steps done in that epoch)``.
+
+    Args:
+        backup_dir: The fold's ``backup/`` folder.
+        save_freq: ``"epoch"`` or a number of training steps.
+        steps_per_epoch: Steps of a full epoch (to roll a finished epoch over).
+        step_offset: Steps already done in the first epoch of this ``fit`` (resume).
+    """
+
+    def __init__(
+        self,
+        backup_dir: Path,
+        save_freq: str | int,
+        steps_per_epoch: int,
+        step_offset: int = 0,
+        seconds_before: float = 0.0,
+    ) -> None:
+        super().__init__(str(backup_dir), save_freq=save_freq, delete_checkpoint=False)
+        self.steps_per_epoch = steps_per_epoch
+        self.step_offset = step_offset
+        self.seconds_before = seconds_before
+        self._clock_start = time.perf_counter()
+        self._position = (0, 0)
+        self._first_epoch: int | None = None
+        self._restored = False
+
+    @property
+    def metadata_path(self) -> Path:
+        return Path(self.backup_dir) / "training_metadata.json"
+
+    def progress(self) -> tuple[int, int, float] | None:
+        """``(epoch, steps done in it, seconds trained so far)`` of the last backup, or None."""
+        try:
+            meta = json.loads(self.metadata_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+        if not (Path(self.backup_dir) / meta["weights"]).is_file():
+            return None
+        return int(meta["epoch"]), int(meta["steps_in_epoch"]), float(meta.get("seconds", 0.0))
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.restore()
+
+    def restore(self) -> bool:
+        """Load the last backup into the model (once); False when there is none."""
+        if self._restored:
+            return False
+        self._restored = True
+        if self.progress() is None:
+            return False
+        meta = json.loads(self.metadata_path.read_text())
+        if self.model.optimizer is not None and not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
+        self.model.load_weights(Path(self.backup_dir) / meta["weights"])
+        return True
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        if self._first_epoch is None:
+            self._first_epoch = epoch
+        self._position = (epoch, self.step_offset if epoch == self._first_epoch else 0)
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        epoch = self._position[0]
+        offset = self.step_offset if epoch == self._first_epoch else 0
+        self._position = (epoch, offset + batch + 1)
+        super().on_train_batch_end(batch, logs)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self._position = (epoch + 1, 0)
+        super().on_epoch_end(epoch, logs)
+
+    def _save_model(self) -> None:
+        epoch, steps = self._position
+        if steps >= self.steps_per_epoch:
+            epoch, steps = epoch + 1, 0
+        folder = Path(self.backup_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"ckpt-{epoch:05d}-{steps:07d}.weights.h5"
+        tmp = folder / f"tmp-{name}"
+        self.model.save_weights(tmp, overwrite=True)
+        os.replace(tmp, folder / name)
+        seconds = self.seconds_before + time.perf_counter() - self._clock_start
+        meta = {"epoch": epoch, "steps_in_epoch": steps, "weights": name, "seconds": seconds}
+        tmp_meta = self.metadata_path.with_suffix(".json.tmp")
+        tmp_meta.write_text(json.dumps(meta))
+        os.replace(tmp_meta, self.metadata_path)
+        for old in folder.glob("ckpt-*.weights.h5"):
+            if old.name != name:
+                old.unlink(missing_ok=True)
+
+
+def read_history(path: Path) -> list[dict[str, float]]:
+    """Rows of a ``history.csv``, one per epoch (the last row wins if an epoch repeats)."""
+    if not Path(path).is_file():
+        return []
+    with open(path, newline="") as f:
+        rows = [
+            {k: float(v) for k, v in row.items() if v not in ("", None)}
+            for row in csv.DictReader(f)
+        ]
+    by_epoch = {int(r["epoch"]): r for r in rows if "epoch" in r}
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def trim_history(path: Path, before_epoch: int) -> None:
+    """Drop rows of epochs ``>= before_epoch`` (written after the backup a resume starts from)."""
+    rows = read_history(path)
+    if not rows or all(int(r["epoch"]) < before_epoch for r in rows):
+        return
+    kept = [r for r in rows if int(r["epoch"]) < before_epoch]
+    fields = list(rows[0].keys())
+    tmp = Path(path).with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        for row in kept:
+            writer.writerow({k: (int(v) if k == "epoch" else v) for k, v in row.items()})
+    os.replace(tmp, path)
+
+
+def best_of(rows: list[dict[str, float]], monitor: str) -> tuple[dict[str, float] | None, int]:
+    """The best row on ``monitor`` (max) and the epochs run since it."""
+    scored = [r for r in rows if monitor in r and math.isfinite(r[monitor])]
+    if not scored:
+        return None, 0
+    best = max(scored, key=lambda r: r[monitor])
+    return best, sum(1 for r in rows if r["epoch"] > best["epoch"])

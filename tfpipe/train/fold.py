@@ -1,0 +1,282 @@
+"""Train one cross-validation fold: data, model, optimizer, callbacks, fit, result.
+
+A fold that was interrupted resumes from its ``backup/``: weights, optimizer
+state (moments, step counter, Lookahead slow weights) and the exact
+position, ``(epoch, steps done in it)``. The rest of the interrupted epoch
+runs as a short first ``fit`` and the remaining epochs as a second, so the
+fold ends after exactly ``epochs × steps_per_epoch`` optimizer steps, as an
+uninterrupted one does. The resumed input stream starts from a seed advanced
+by the steps already taken, so it does not replay the first batches.
+
+Example:
+    >>> result = train_fold(FoldJob(exp, run, plan, fold=0, strategy=strategy))  # doctest: +SKIP
+    >>> result.score                                                              # doctest: +SKIP
+    0.83
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import tfpipe.data
+from tfpipe.config import Experiment
+from tfpipe.errors import ConfigError
+from tfpipe.models import build_model, get_loss, load_model
+from tfpipe.models.metrics import Dice, IoU, roc_auc
+from tfpipe.train import callbacks as cb
+from tfpipe.train.distribute import distribute_options, num_workers
+from tfpipe.train.folds import FoldPlan
+from tfpipe.train.optim import make_optimizer, plateau_callback
+from tfpipe.train.rundir import RESULT_NAME, RunDir
+from tfpipe.train.summary import FoldResult
+
+
+@dataclass
+class FoldJob:
+    """Everything one fold needs."""
+
+    exp: Experiment
+    run: RunDir
+    plan: FoldPlan
+    fold: int
+    strategy: tf.distribute.Strategy
+    extra_callbacks: Sequence[keras.callbacks.Callback] = field(default_factory=list)
+    console: Any = None
+
+    @property
+    def metric(self) -> str:
+        return "auc" if self.exp.model.task == "classification" else "dice"
+
+    @property
+    def global_batch(self) -> int:
+        per_replica = self.exp.train.batch_size or self.exp.input.batch_size
+        return per_replica * self.strategy.num_replicas_in_sync
+
+    @property
+    def where(self) -> str:
+        return f" in {self.exp.source_path}" if self.exp.source_path else ""
+
+
+def train_fold(job: FoldJob) -> FoldResult:
+    """Train (or finish training) fold ``job.fold`` and write its ``result.json``."""
+    exp, folder = job.exp, job.run.fold_dir(job.fold)
+    train_folds, val_folds = job.plan.split(job.fold)
+    steps = job.plan.steps_per_epoch(job.fold, job.global_batch, exp.train.steps_per_epoch)
+    backup = cb.StepBackup(folder / "backup", exp.train.backup_freq, steps)
+    start_epoch, done_steps, seconds_before = backup.progress() or (0, 0, 0.0)
+    backup.step_offset, backup.seconds_before = done_steps, seconds_before
+    job.console.print(describe(job, train_folds, val_folds, steps, start_epoch, done_steps))
+    keras.utils.set_random_seed(exp.train.seed)
+    train_ds, val_ds = make_datasets(job, train_folds, val_folds, start_epoch * steps + done_steps)
+    with job.strategy.scope():
+        model = compiled_model(job, tuple(train_ds.element_spec[0].shape[1:]), steps)
+        # Restore before fit: a fold killed after its last step has nothing left to fit.
+        backup.set_model(model)
+        backup.restore()
+    cb.trim_history(folder / "history.csv", start_epoch)
+    clock = cb.EpochClock()
+    callbacks = make_callbacks(job, folder, backup, clock, start_epoch)
+    t0 = time.perf_counter()
+    try:
+        fit_remaining(model, train_ds, val_ds, callbacks, start_epoch, done_steps, steps, exp)
+    except KeyboardInterrupt:
+        # Ctrl-C: leave a loadable model behind, then let the interrupt through.
+        cb.save_model_atomic(model, folder / "last.keras")
+        job.console.print(f"interrupted: saved {folder / 'last.keras'}; resume with --resume")
+        raise
+    seconds = seconds_before + time.perf_counter() - t0
+    result = fold_result(job, model, val_ds, folder, clock, seconds)
+    job.run.write_json(f"fold{job.fold}/{RESULT_NAME}", result.to_json())
+    shutil.rmtree(folder / "backup", ignore_errors=True)
+    return result
+
+
+def describe(
+    job: FoldJob, train: list[int], val: list[int], steps: int, epoch: int, done: int
+) -> str:
+    """One line saying what the fold is about to do."""
+    manifest, replicas = job.plan.manifest, job.strategy.num_replicas_in_sync
+    text = (
+        f"[bold]fold {job.fold}[/]: train on folds {train} ({manifest.records_in_folds(train)} "
+        f"tiles), validate on {val} ({manifest.records_in_folds(val)} tiles); "
+        f"{job.exp.train.epochs} epochs x {steps} steps of {job.global_batch} images "
+        f"({replicas} replica(s), {keras.mixed_precision.global_policy().name})"
+    )
+    return text + (f"; resuming at epoch {epoch + 1}, step {done}" if epoch or done else "")
+
+
+def compiled_model(job: FoldJob, input_shape: tuple[int, ...], steps: int) -> keras.Model:
+    """The experiment's network, compiled with its optimizer, loss and metrics."""
+    exp = job.exp
+    try:
+        model = build_model(exp.model, input_shape)
+    except ConfigError as err:
+        raise ConfigError(f"{err}{job.where}") from None
+    model.compile(
+        optimizer=make_optimizer(exp.train, steps, job.where),
+        loss=get_loss(exp.train.loss),
+        metrics=make_metrics(job, model),
+    )
+    return model
+
+
+def make_datasets(
+    job: FoldJob, train_folds: list[int], val_folds: list[int], steps_done: int
+) -> tuple[tf.data.Dataset, tf.data.Dataset]:
+    """Training stream (repeated, seeded, sharded for workers) and the validation fold."""
+    exp, manifest = job.exp, job.plan.manifest
+    deterministic = exp.train.deterministic or exp.input.deterministic
+    train = tfpipe.data.load(
+        job.plan.records,
+        folds=train_folds,
+        training=True,
+        config=exp.input,
+        batch_size=job.global_batch,
+        seed=exp.input.seed + steps_done,
+        deterministic=deterministic,
+    ).repeat()
+    val = tfpipe.data.load(
+        job.plan.records,
+        folds=val_folds,
+        training=False,
+        config=exp.input,
+        batch_size=job.global_batch,
+    )
+    if exp.input.val_balance is None and not exp.input.skip_corrupt:
+        # Known length: Keras then sizes its progress bar and does not warn at the end.
+        batches = math.ceil(manifest.records_in_folds(val_folds) / job.global_batch)
+        val = val.apply(tf.data.experimental.assert_cardinality(batches))
+    workers = num_workers()
+    train = distribute_options(train, len(manifest.shards_for_folds(train_folds)), workers)
+    val = distribute_options(val, len(manifest.shards_for_folds(val_folds)), workers)
+    return train, val
+
+
+def make_metrics(job: FoldJob, model: keras.Model) -> list[keras.metrics.Metric]:
+    if job.metric == "auc":
+        classes = int(model.output.shape[-1])
+        return [keras.metrics.AUC(multi_label=True, num_labels=classes, name="auc")]
+    threshold = job.exp.train.threshold
+    return [Dice(threshold, name="dice"), IoU(threshold, name="iou")]
+
+
+def make_callbacks(
+    job: FoldJob, folder: Any, backup: cb.StepBackup, clock: cb.EpochClock, start_epoch: int
+) -> list[keras.callbacks.Callback]:
+    """History and best checkpoint before the backup: a kill between them repeats a row
+    (deduplicated on reading) rather than losing one."""
+    monitor, train = f"val_{job.metric}", job.exp.train
+    rows = cb.read_history(folder / "history.csv")
+    best_row, since_best = cb.best_of(rows, monitor)
+    best = best_row[monitor] if best_row and (folder / "best.keras").is_file() else None
+    callbacks: list[keras.callbacks.Callback] = [
+        cb.NaNGuard(job.fold, step_offset=backup.step_offset),
+        clock,
+        keras.callbacks.CSVLogger(str(folder / "history.csv"), append=True),
+        cb.BestCheckpoint(folder / "best.keras", monitor, best=best),
+        keras.callbacks.TensorBoard(
+            str(folder / "tb"), write_graph=False, update_freq="epoch", profile_batch=0
+        ),
+    ]
+    if train.early_stopping is not None:
+        callbacks.append(
+            cb.ResumableEarlyStopping(monitor, train.early_stopping, best=best, wait=since_best)
+        )
+    plateau = plateau_callback(train, monitor)
+    if plateau is not None:
+        callbacks.append(plateau)
+    callbacks.append(backup)
+    callbacks.extend(job.extra_callbacks)
+    return callbacks
+
+
+def fit_remaining(
+    model: keras.Model,
+    train_ds: tf.data.Dataset,
+    val_ds: tf.data.Dataset,
+    callbacks: list[keras.callbacks.Callback],
+    start_epoch: int,
+    done_steps: int,
+    steps: int,
+    exp: Experiment,
+) -> None:
+    """Finish the interrupted epoch (if any), then run the remaining epochs."""
+    common = {
+        "validation_data": val_ds,
+        "validation_steps": exp.train.validation_steps,
+        "callbacks": callbacks,
+        "verbose": 1 if sys.stdout.isatty() else 2,
+        "shuffle": False,  # the pipeline shuffles
+    }
+    epoch = start_epoch
+    if done_steps and epoch < exp.train.epochs:
+        model.fit(
+            train_ds,
+            initial_epoch=epoch,
+            epochs=epoch + 1,
+            steps_per_epoch=steps - done_steps,
+            **common,
+        )
+        if model.stop_training:
+            return
+        epoch += 1
+    if epoch < exp.train.epochs:
+        model.fit(
+            train_ds, initial_epoch=epoch, epochs=exp.train.epochs, steps_per_epoch=steps, **common
+        )
+
+
+def fold_result(
+    job: FoldJob,
+    model: keras.Model,
+    val_ds: tf.data.Dataset,
+    folder: Any,
+    clock: cb.EpochClock,
+    seconds: float,
+) -> FoldResult:
+    """Best-epoch scores from ``history.csv``; per-label AUC for classification."""
+    monitor = f"val_{job.metric}"
+    rows = cb.read_history(folder / "history.csv")
+    best, _ = cb.best_of(rows, monitor)
+    result = FoldResult(
+        fold=job.fold,
+        metric=job.metric,
+        score=float(best[monitor]) if best else math.nan,
+        iou=float(best["val_iou"]) if best and "val_iou" in best else None,
+        best_epoch=int(best["epoch"]) + 1 if best else 0,
+        epochs=len(rows),
+        steps=int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
+        seconds=round(seconds, 2),
+        images_per_second=round(clock.images_per_second(job.global_batch), 2),
+    )
+    if job.metric == "auc" and (folder / "best.keras").is_file():
+        result.label_auc = label_aucs(
+            load_model(folder / "best.keras"), val_ds, job.plan.manifest.class_names
+        )
+    return result
+
+
+def label_aucs(
+    model: keras.Model, val_ds: tf.data.Dataset, names: list[str]
+) -> dict[str, float | None]:
+    """ROC AUC of every label on the validation fold (None where a label has one class)."""
+    truth, scores = [], []
+    for images, labels in val_ds:
+        truth.append(labels.numpy())
+        scores.append(model.predict_on_batch(images))
+    aucs = roc_auc(np.concatenate(truth), np.concatenate(scores))
+    names = names or [f"label{k}" for k in range(len(aucs))]
+    return {
+        n: (None if math.isnan(a) else round(float(a), 4))
+        for n, a in zip(names, aucs, strict=False)
+    }

@@ -1,0 +1,188 @@
+"""``tfpipe train``: cross-validated Keras training driven by one experiment file.
+
+For every validation fold (``train.folds`` or ``--fold K``) the model is
+trained on the other folds' records and validated on fold K's, whole source
+images never crossing the split. A run writes ``runs/<timestamp>-<name>/``
+(see :mod:`tfpipe.train.rundir`): the resolved config, per-fold best
+checkpoints, history, TensorBoard logs, and ``summary.json`` with the
+per-fold and cross-validation scores, printed as a table at the end.
+
+Global state is set here and nowhere else, and restored on the way out:
+the Keras dtype policy (``train.mixed_precision``: ``auto`` is mixed_float16
+when a GPU is visible, float32 otherwise) and, with ``train.deterministic``,
+TensorFlow op determinism. ``keras.utils.set_random_seed(train.seed)`` runs
+at the start of every fold, so a fold trains the same whether it runs alone
+(``--fold K``) or among all folds.
+
+``--resume RUN_DIR|latest`` continues a run with the config it was started
+with: finished folds (``result.json``) are skipped, an interrupted fold
+continues from its last backup at the exact step.
+
+Example:
+    >>> from tfpipe.config import load_experiment
+    >>> from tfpipe.train.trainer import train_experiment
+    >>> exp = load_experiment("experiments/kidney.yaml", ["train.epochs=2"])
+    >>> summary = train_experiment(exp, folds=[0])        # doctest: +SKIP
+    >>> summary.mean                                      # doctest: +SKIP
+    0.71
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from tfpipe.config import Experiment, TrainConfig, load_experiment
+from tfpipe.errors import ConfigError
+from tfpipe.train.distribute import is_chief, make_strategy, tf_config
+from tfpipe.train.fold import FoldJob, train_fold
+from tfpipe.train.folds import FoldPlan, plan_folds
+from tfpipe.train.rundir import RESULT_NAME, RunDir, create_run, resolve_run
+from tfpipe.train.runlog import diff_configs
+from tfpipe.train.summary import FoldResult, RunSummary, print_summary, summarize
+
+
+def train_experiment(
+    exp: Experiment,
+    folds: Sequence[int] | None = None,
+    resume: str | Path | None = None,
+    name: str | None = None,
+    callbacks: Sequence[keras.callbacks.Callback] | None = None,
+) -> RunSummary:
+    """Train every selected fold of ``exp`` and write the run folder.
+
+    Args:
+        exp: The validated experiment (``load_experiment``).
+        folds: Validation folds to train (``--fold``); None uses ``train.folds``.
+        resume: A run folder, its name, or ``"latest"``: continue that run.
+        name: Run name (default ``exp.name``); the folder is ``<timestamp>-<name>``.
+        callbacks: Extra Keras callbacks added to every fold's ``fit``.
+
+    Returns:
+        The :class:`RunSummary` (also in ``summary.json``).
+
+    Raises:
+        ConfigError: bad fold, model/records mismatch, unknown run to resume.
+        RecordsError: the records folder is missing or damaged.
+        TrainingDiverged: the loss became NaN or infinite.
+    """
+    from rich.console import Console
+
+    console = Console()
+    run, exp = open_run(exp, folds, resume, name, console)
+    plan = plan_folds(exp)
+    check_records_match(exp, plan)
+    console.print(f"run folder: {run.path}")
+    results: list[FoldResult] = []
+    earlier = 0.0  # seconds spent on folds finished before a resume
+    started = time.perf_counter()
+    with training_environment(exp.train):
+        strategy = make_strategy(exp.train.strategy)
+        for fold in plan.folds:
+            done = run.read_json(f"fold{fold}/{RESULT_NAME}")
+            if done is not None:
+                console.print(f"fold {fold}: already done (score {done['score']:.4f}), skipped")
+                results.append(FoldResult.from_json(done))
+                earlier += results[-1].seconds
+                continue
+            job = FoldJob(exp, run, plan, fold, strategy, list(callbacks or []), console)
+            results.append(train_fold(job))
+    metric = "auc" if exp.model.task == "classification" else "dice"
+    summary = summarize(run.name, metric, results, earlier + time.perf_counter() - started)
+    run.write_json("summary.json", summary.to_json())
+    print_summary(summary, console)
+    return summary
+
+
+def open_run(
+    exp: Experiment,
+    folds: Sequence[int] | None,
+    resume: str | Path | None,
+    name: str | None,
+    console: Any,
+) -> tuple[RunDir, Experiment]:
+    """Create a new run folder, or reopen the one to resume with its own config."""
+    runs_dir = Path(exp.train.runs_dir)
+    if not is_chief():
+        # Other workers keep their own state so each can restore it on resume.
+        runs_dir = runs_dir / f".worker{tf_config().get('task', {}).get('index', 0)}"
+    if resume is None:
+        if folds:
+            exp.train.folds = sorted({int(f) for f in folds})
+        return create_run(runs_dir, name or exp.name, exp.to_dict()), exp
+    run = resolve_run(runs_dir, resume)
+    saved = load_experiment(run.config_path)
+    if folds and sorted({int(f) for f in folds}) != saved.train.folds:
+        raise ConfigError(
+            f"--fold cannot change the folds of a resumed run; {run.name} trains "
+            f"train.folds={saved.train.folds}"
+        )
+    changed = diff_configs(saved.to_dict(), exp.to_dict())
+    if changed:
+        console.print(
+            f"resuming {run.name} with the config it started with; ignoring: {'; '.join(changed)}"
+        )
+    return run, saved
+
+
+def check_records_match(exp: Experiment, plan: FoldPlan) -> None:
+    """The records' task and label count must fit the model section."""
+    manifest, where = plan.manifest, exp.source_path or "<defaults>"
+    if manifest.task != exp.model.task:
+        raise ConfigError(
+            f"model.task is {exp.model.task!r} but the records in {plan.records} are "
+            f"{manifest.task!r}; set model.task: {manifest.task} in {where}"
+        )
+    names = manifest.class_names
+    if manifest.task == "classification" and names and len(names) != exp.model.classes:
+        raise ConfigError(
+            f"model.classes must equal the {len(names)} labels of the records "
+            f"({', '.join(names)}); got model.classes={exp.model.classes} in {where}"
+        )
+
+
+def precision_policy(setting: str) -> str:
+    """``train.mixed_precision`` → Keras dtype policy name."""
+    if setting == "on":
+        return "mixed_float16"
+    if setting == "off":
+        return "float32"
+    return "mixed_float16" if tf.config.list_physical_devices("GPU") else "float32"
+
+
+@contextlib.contextmanager
+def training_environment(cfg: TrainConfig) -> Iterator[str]:
+    """Set the dtype policy (and op determinism) for the run; restore both afterwards."""
+    previous = keras.mixed_precision.global_policy()
+    was_deterministic = op_determinism_enabled()
+    policy = precision_policy(cfg.mixed_precision)
+    keras.mixed_precision.set_global_policy(policy)
+    if cfg.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    try:
+        yield policy
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+        set_op_determinism(was_deterministic)
+
+
+def op_determinism_enabled() -> bool:
+    from tensorflow.python.framework import config as tf_framework_config
+
+    return bool(tf_framework_config.is_op_determinism_enabled())
+
+
+def set_op_determinism(enabled: bool) -> None:
+    # TF exports only the switch-on; the switch-off lives beside it, unexported.
+    from tensorflow.python.framework import config as tf_framework_config
+
+    if enabled:
+        tf.config.experimental.enable_op_determinism()
+    else:
+        tf_framework_config.disable_op_determinism()
