@@ -197,6 +197,6 @@ def colour_matrix_np(saturation: float, hue: float) -> np.ndarray:
     sat = saturation * np.eye(3, dtype=np.float32) + (1 - saturation) * np.outer(
         np.ones(3, np.float32), _LUMA
     )
-    c, s = np.cos(2 * np.pi * hue), np.sin(2 * np.pi * hue)
+    c, s = np.cos(-2 * np.pi * hue), np.sin(-2 * np.pi * hue)
     rotate = np.array([[1, 0, 0], [0, c, -s], [0, s, c]], np.float32)
     return (np.linalg.inv(_RGB_TO_YIQ) @ rotate @ _RGB_TO_YIQ @ sat).astype(np.float32)

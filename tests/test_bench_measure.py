@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from tfpipe.bench.measure import Measurement, count_images, time_dataset, time_iterator
 
-DELAY_S = 0.02  # per element: a serial pipeline can deliver exactly 1 / DELAY_S images/s
+DELAY_S = 0.05  # per element: a serial pipeline can deliver exactly 1 / DELAY_S images/s
 
 
 def sleeping_dataset(batch: int) -> tf.data.Dataset:
@@ -32,8 +32,9 @@ def test_rate_of_a_known_delay_is_measured_within_tolerance():
         bytes_per_image=1000,
     )
     known = 1.0 / DELAY_S
-    assert m.images == [16, 16, 16]
-    # Sleeping can only overrun, and per-element overhead is ~0.1 ms of the 20 ms.
+    assert m.images == [12, 12, 12]
+    # Sleeping can only overrun (a busy machine wakes threads late), and the per-element
+    # overhead of py_function and the iterator is ~0.1 ms of the 50 ms.
     assert 0.85 * known <= m.median <= 1.02 * known
     assert m.min <= m.median <= m.max
     assert m.mb_per_s == pytest.approx(m.median * 1000 / 1e6)

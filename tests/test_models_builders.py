@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import h5py
 import keras
 import numpy as np
 import pytest
+import segmentation_models as sm  # SM_FRAMEWORK=tf.keras: tests/conftest.py
 
 from tfpipe.config import ModelConfig
 from tfpipe.data import Normalize
 from tfpipe.errors import ConfigError
 from tfpipe.models import build_model, load_model
 from tfpipe.models.builders import ReverseChannels, preprocessing_layers
-from tfpipe.models.weights import imagenet_weights_file, leaf_layers, transfer_weights
-
-os.environ.setdefault("SM_FRAMEWORK", "tf.keras")
-import segmentation_models as sm
+from tfpipe.models.weights import (
+    imagenet_weights_file,
+    leaf_layers,
+    load_encoder_weights,
+    transfer_weights,
+)
 
 
 @pytest.fixture
@@ -38,7 +40,8 @@ def test_unet_has_normalize_first_and_float32_head_under_mixed_precision(no_down
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
-        cfg = ModelConfig(arch="unet", backbone="efficientnetb0", decoder_filters=[16, 8, 8, 4, 4])
+        cfg = ModelConfig(backbone="efficientnetb0", decoder_filters=[16, 8, 8, 4, 4])
+        cfg.bn_momentum = 0.9
         model = build_model(cfg, (64, 64, 3))
     finally:
         keras.mixed_precision.set_global_policy(previous)
@@ -47,11 +50,12 @@ def test_unet_has_normalize_first_and_float32_head_under_mixed_precision(no_down
     assert model.get_layer("head").dtype_policy.name == "float32"
     assert model.output.dtype == "float32"
     assert any(layer.compute_dtype == "float16" for layer in leaf_layers(model))
-    # Fully convolutional: the training size and a larger prediction window both work.
-    for side in (64, 96):
-        out = model.predict(np.zeros((1, side, side, 3), np.uint8), verbose=0)
-        assert out.shape == (1, side, side, 1) and out.dtype == np.float32
-        assert out.min() >= 0.0 and out.max() <= 1.0
+    norms = [x for x in leaf_layers(model) if isinstance(x, keras.layers.BatchNormalization)]
+    assert norms and all(x.momentum == 0.9 for x in norms)
+    # Fully convolutional: a window larger than the training tiles works too.
+    out = np.asarray(model(np.zeros((1, 96, 96, 3), np.uint8), training=False))
+    assert out.shape == (1, 96, 96, 1) and out.dtype == np.float32
+    assert out.min() >= 0.0 and out.max() <= 1.0
 
 
 @pytest.mark.parametrize("backbone", ["efficientnetb0", "resnet18", "vgg16", "mobilenetv2"])
@@ -121,6 +125,15 @@ def test_local_imagenet_file_is_loaded_by_layer_name(tmp_path: Path, no_download
     for layer in leaf_layers(encoder):
         for a, b in zip(layer.get_weights(), layers[layer.name].get_weights(), strict=True):
             np.testing.assert_array_equal(a, b)
+
+
+def test_encoder_file_kinds(tmp_path: Path) -> None:
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="d")])
+    with pytest.raises(ConfigError, match="not found"):
+        load_encoder_weights(model, tmp_path / "missing.h5")
+    (tmp_path / "enc.weights.h5").write_bytes(b"")
+    with pytest.raises(ConfigError, match=r"legacy \.h5 weights file \(layers by name\)"):
+        load_encoder_weights(model, tmp_path / "enc.weights.h5")
 
 
 def test_transfer_skips_a_head_of_another_size() -> None:

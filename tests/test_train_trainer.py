@@ -33,6 +33,21 @@ def tiny(monkeypatch: pytest.MonkeyPatch) -> None:
     use_tiny_model(monkeypatch)
 
 
+def test_one_fold_run(records: Path, tmp_path: Path) -> None:
+    summary = train_experiment(experiment(records, tmp_path, "train.epochs=1"), folds=[1])
+    run = next(tmp_path.iterdir())
+    assert [f.fold for f in summary.folds] == [1] and summary.folds[0].steps == 2
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["folds"] == [1]
+    assert sorted(p.name for p in (run / "fold1").iterdir()) == [
+        "best.keras",
+        "history.csv",
+        "result.json",
+        "tb",
+    ]
+    assert json.loads((run / "summary.json").read_text())["folds"][0]["fold"] == 1
+
+
+@pytest.mark.slow
 def test_run_folder_holds_config_checkpoints_history_and_summary(
     records: Path, tmp_path: Path
 ) -> None:

@@ -193,7 +193,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "in runs/<timestamp>-<name>/.",
     )
     _experiment_args(p, required=True)
-    p.add_argument("--fold", type=int, action="append", default=None, help="train only fold K")
+    p.add_argument(
+        "--fold",
+        type=int,
+        action="append",
+        default=None,
+        metavar="K",
+        help="validate on fold K only (repeatable; default: train.folds)",
+    )
     p.add_argument(
         "--resume", default=None, metavar="RUN_DIR", help="resume an interrupted run ('latest')"
     )

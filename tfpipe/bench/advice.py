@@ -180,6 +180,17 @@ def rule_stall(r: BenchReport) -> list[Advice]:
         f"in a real training loop the model waits {t.stall_ms:,.0f} ms per step for input "
         f"({100 * t.stall_ms / t.step_ms:.0f}% of the {t.step_ms:,.0f} ms compute step)"
     )
+    v = r.verdict
+    if t.device.startswith("CPU") and v is not None and v.bound == "compute-bound":
+        # With headroom to spare the stall is not waiting: on a CPU-only machine the
+        # pipeline's threads take cores from the model's own kernels.
+        msg = (
+            f"the end-to-end step is {t.stall_ms:,.0f} ms ({100 * t.stall_ms / t.step_ms:.0f}%) "
+            f"slower than compute alone although the pipeline has {v.headroom:.0f}× headroom: "
+            f"its threads compete with the model for the {r.machine.get('cpu_count', '?')} CPU "
+            f"cores; cap them (input.parallel_calls, input.private_threadpool_size) or train "
+            f"on an accelerator"
+        )
     return [Advice("stall", msg)]
 
 

@@ -200,7 +200,7 @@ def _resized_crop(scale: tuple[float, float], ratio: tuple[float, float], size: 
 
 
 def _crop_resize(x: tf.Tensor, box: tf.Tensor, size: int, method: str) -> tf.Tensor:
-    out = tf.image.crop_and_resize(
-        tf.cast(x[None], tf.float32), box, tf.zeros([1], tf.int32), [size, size], method=method
-    )[0]
-    return tf.cast(tf.round(tf.clip_by_value(out, 0.0, 255.0)), tf.uint8)
+    # crop_and_resize reads uint8 directly (no float copy of the whole tile) and
+    # returns float32; +0.5 and saturate_cast round back to uint8.
+    out = tf.image.crop_and_resize(x[None], box, tf.zeros([1], tf.int32), [size, size], method)
+    return tf.saturate_cast(out[0] + 0.5, tf.uint8)

@@ -124,7 +124,7 @@ def find_imagenet_weights(backbone: str, weights_dir: Path) -> Path:
 
 
 def load_encoder_weights(model: keras.Model, path: Path) -> TransferReport:
-    """Load a legacy ``.h5`` (or ``.weights.h5`` / ``.keras``) file into ``model`` by layer name.
+    """Load a legacy ``.h5`` weights file or a ``.keras`` model into ``model`` by layer name.
 
     Layers whose weight shapes differ are skipped (``skip_mismatch``); the
     report lists the file's layers that found no counterpart.
@@ -138,12 +138,11 @@ def load_encoder_weights(model: keras.Model, path: Path) -> TransferReport:
     name = path.name
     if name.endswith(".keras"):
         return transfer_weights(keras.saving.load_model(path, compile=False), model, str(path))
-    if name.endswith(".weights.h5"):
-        model.load_weights(path, skip_mismatch=True)
-        return TransferReport(source=str(path), loaded=[layer.name for layer in leaf_layers(model)])
-    if not name.endswith((".h5", ".hdf5")):
+    if name.endswith(".weights.h5") or not name.endswith((".h5", ".hdf5")):
+        # .weights.h5 files address weights by model structure, not by layer name.
         raise ConfigError(
-            f"model.encoder_weights must be 'imagenet' or a .h5/.weights.h5/.keras file; got {path}"
+            "model.encoder_weights must be 'imagenet', a legacy .h5 weights file (layers by "
+            f"name) or a .keras model; got {path}"
         )
     model.load_weights(path, by_name=True, skip_mismatch=True)
     in_file = _h5_layer_names(path)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import threading
 from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 
@@ -120,8 +121,9 @@ def plan_units(plan: SourcePlan, spec: TileSpec, spill_dir: Path, workers: int) 
 class WorkerPool:
     """The map stage's workers: a process pool when ``workers > 1``, else this process.
 
-    Create it early: the pool starts its processes right away (warm-up tasks),
-    so their start-up overlaps source discovery in the main process.
+    Create it early: a background thread starts the worker processes right
+    away (starting one blocks until the fork server has imported the worker
+    modules), so their start-up overlaps source discovery in the main process.
 
     Example:
         >>> with WorkerPool(1) as pool:
@@ -132,12 +134,23 @@ class WorkerPool:
     def __init__(self, workers: int) -> None:
         self.workers = workers
         self._pool: ProcessPoolExecutor | None = None
+        self._starter: threading.Thread | None = None
         if workers > 1:
             self._pool = ProcessPoolExecutor(
                 workers, mp_context=_context(), initializer=_init_worker
             )
-            for _ in range(workers):  # each submit starts one process
-                self._pool.submit(_ready)
+            self._starter = threading.Thread(target=self._start_workers, daemon=True)
+            self._starter.start()
+
+    def _start_workers(self) -> None:
+        assert self._pool is not None
+        for _ in range(self.workers):  # each submit starts one process
+            self._pool.submit(_ready)
+
+    def _wait_started(self) -> None:
+        if self._starter is not None:
+            self._starter.join()
+            self._starter = None
 
     def map(
         self, units: list[WorkUnit], settings: MapSettings, progress: bool = True
@@ -156,6 +169,7 @@ class WorkerPool:
             smoothing=0.1,
         )
         results: list[UnitResult] = []
+        self._wait_started()
         with bar:
             if self._pool is None:
                 for unit in units:
@@ -167,6 +181,7 @@ class WorkerPool:
 
     def close(self) -> None:
         """Cancel queued units and wait for running ones (they may still be writing spills)."""
+        self._wait_started()
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
