@@ -1,26 +1,26 @@
-"""Whole-slide prediction: peak memory and throughput on a 20,000² slide, and what TTA buys.
+"""Whole-slide prediction: peak memory and speed on a 20,000² slide, and what TTA buys.
 
-Run:  python benchmarks/bench_predict.py            (20,000² demo slide, a few minutes)
-      python benchmarks/bench_predict.py --quick    (2,048² slide, smoke run)
+Run:  python benchmarks/bench_predict.py            (20,000² slide; long on a 2-core CPU)
+      python benchmarks/bench_predict.py --quick    (2,048² slide; a smoke run)
 
-Part 1 (memory, speed). The slide is ``make_demo_data(dir, n=1, size=20000)``'s
-held-out slide, cached under ``benchmarks/_work/``. Each variant runs
-``predict_slides`` in a fresh Python process, so its peak RSS
-(``ru_maxrss``) is its own; a *floor* process only imports TensorFlow, loads
-the model and predicts one batch, which separates what prediction itself
-costs from what TensorFlow and the model cost. Variants: no TTA, the
-experiment's TTA (hflip + vflip), and no TTA without skipping background.
-Throughput is compared as ratios to the no-TTA variant (same slide, same run).
+Part 1, memory and speed. The slide is the held-out slide of
+``make_demo_data(dir, n=1, size=20000)``, cached under ``benchmarks/_work/``;
+the settings are the experiment's (``experiments/kidney.yaml``: 1024-px
+windows reduced 4x to 256 px, overlap 0.25). Each variant runs
+``predict_slides`` in a fresh Python process, so its peak RSS (``ru_maxrss``)
+is its own. A *floor* process only imports TensorFlow, loads the model and
+predicts one batch: the difference is what whole-slide prediction costs.
+Windows/s exclude model loading and the first (tracing) batch; variants are
+compared as ratios to the first one. The model is the newest trained run in
+``train.runs_dir`` made at the experiment's scale, or else a freshly built
+model of the experiment's architecture (memory and speed do not depend on
+the weights); the report says which.
 
-Part 2 (quality). With a trained checkpoint (a finished ``tfpipe demo`` run,
-or ``--checkpoint``), the demo's held-out slide is predicted with and without
-TTA and scored against its truth.
+Part 2, TTA and dice. With a finished ``tfpipe demo`` run (``--demo``), its
+held-out slide and its validation-fold slides are predicted with the run's
+own settings, without and with TTA, and scored against their truth.
 
-The model is the trained checkpoint when one is found, otherwise a freshly
-built model of the experiment's architecture (memory and speed do not depend
-on the weights); the report says which.
-
-Writes benchmarks/results/predict.json and predict.md.
+Writes benchmarks/results/predict.json and predict.md (``--quick``: predict-quick.*).
 """
 
 from __future__ import annotations
@@ -37,10 +37,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "benchmarks" / "_work"
 RESULTS = ROOT / "benchmarks" / "results"
-VARIANTS = {
+SPEED_VARIANTS = {
     "no TTA": ["predict.tta=[]"],
-    "TTA hflip+vflip": ["predict.tta=[hflip, vflip]"],
-    "no TTA, no background skip": ["predict.tta=[]", "predict.skip_background=false"],
+    "TTA hflip+vflip (kidney.yaml)": ["predict.tta=[hflip, vflip]"],
+}
+TTA_VARIANTS = {
+    "no TTA": ["predict.tta=[]"],
+    "hflip+vflip": ["predict.tta=[hflip, vflip]"],
+    "hflip+vflip+rot90": ["predict.tta=[hflip, vflip, rot90]"],
 }
 
 
@@ -51,44 +55,61 @@ def main() -> None:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     size = 2048 if args.quick else 20000
-    slide_dir = ensure_slide(size)
-    checkpoint, kind = pick_checkpoint(args)
-    common = {"experiment": str(args.experiment), "checkpoint": str(checkpoint)}
-    floor = child({**common, "mode": "floor"})
-    rows = []
-    for name, sets in VARIANTS.items():
-        out = WORK / f"predict-{size}-{len(rows)}.csv"
-        res = child(
-            {**common, "mode": "predict", "sets": sets, "images": str(slide_dir), "out": str(out)}
-        )
-        rows.append({"variant": name, **res})
-    base = rows[0]["windows_per_s"]
-    for r in rows:
-        r["speed_vs_no_tta"] = r["windows_per_s"] / base if base else None
-    quality = tta_quality(args, checkpoint) if kind == "trained" else None
     report = {
-        "slide": {"size_nominal": size, **rows[0]["slide"]},
-        "checkpoint": {"path": str(checkpoint), "kind": kind},
-        "floor_rss_mb": floor["peak_rss_mb"],
-        "variants": rows,
-        "tta_quality": quality,
         "command": "python benchmarks/bench_predict.py" + (" --quick" if args.quick else ""),
+        **speed_and_memory(args, size),
+        "tta_quality": tta_quality(args.demo),
     }
     write_results(report, "predict-quick" if args.quick else "predict")
 
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="2,048² slide: a smoke run in seconds")
+    p.add_argument("--quick", action="store_true", help="2,048² slide: a smoke run")
     p.add_argument("--experiment", type=Path, default=ROOT / "experiments" / "kidney.yaml")
-    p.add_argument("--checkpoint", default=None, help="a .keras file or run folder to use")
+    p.add_argument("--checkpoint", default=None, help="a trained .keras file or run folder")
     p.add_argument("--demo", type=Path, default=ROOT / "demo", help="a tfpipe demo workdir")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     return p.parse_args()
 
 
+# ----------------------------------------------------------------- part 1
+
+
+def speed_and_memory(args: argparse.Namespace, size: int) -> dict:
+    slide_dir = ensure_slide(size)
+    checkpoint, kind = pick_checkpoint(args)
+    common = {"experiment": str(args.experiment), "checkpoint": str(checkpoint)}
+    print(f"slide {slide_dir}, model: {kind} {checkpoint}", flush=True)
+    floor = child({**common, "mode": "floor"})
+    rows = []
+    for name, sets in SPEED_VARIANTS.items():
+        out = WORK / f"predict-{size}-{len(rows)}.csv"
+        res = child(
+            {**common, "mode": "predict", "sets": sets, "images": str(slide_dir), "out": str(out)}
+        )
+        rows.append({"variant": name, **res})
+        print(
+            f"{name}: {res['peak_rss_mb']:.0f} MB, {res['windows_per_s']:.2f} windows/s", flush=True
+        )
+    base = rows[0]["windows_per_s"]
+    for r in rows:
+        r["speed_ratio"] = r["windows_per_s"] / base if base else None
+    return {
+        "slide": {"size_nominal": size, **rows[0].pop("slide")},
+        "experiment": str(
+            args.experiment.relative_to(ROOT)
+            if args.experiment.is_relative_to(ROOT)
+            else args.experiment
+        ),
+        "checkpoint": {"path": str(checkpoint), "kind": kind},
+        "floor_rss_mb": floor["peak_rss_mb"],
+        "variants": rows,
+    }
+
+
 def ensure_slide(size: int) -> Path:
-    """The held-out slide of a cached ``make_demo_data(n=1, size=size)``."""
+    """The held-out slide folder of a cached ``make_demo_data(n=1, size=size)``."""
     from tfpipe.records.demo import make_demo_data
 
     root = WORK / f"predict{size // 1000}k"
@@ -98,25 +119,25 @@ def ensure_slide(size: int) -> Path:
 
 
 def pick_checkpoint(args: argparse.Namespace) -> tuple[Path, str]:
-    """A trained checkpoint if there is one, else a freshly built model saved under _work."""
+    """A trained checkpoint at the experiment's scale if there is one, else a fresh model."""
+    from tfpipe.config import load_experiment
+    from tfpipe.errors import TfpipeError
+    from tfpipe.predict.ensemble import check_run_scale, latest_run, resolve_checkpoints
+
     if args.checkpoint:
         return Path(args.checkpoint), "trained"
-    demo_run = find_demo_run(args.demo)
-    if demo_run is not None:
-        return demo_run, "trained"
-    return fresh_model(args.experiment), "fresh (untrained weights)"
+    exp = load_experiment(args.experiment)
+    try:
+        run = latest_run(ROOT / exp.train.runs_dir)
+        check_run_scale(resolve_checkpoints(run), exp.data.downscale)
+        return run, "trained"
+    except TfpipeError:
+        return fresh_model(exp), "fresh (untrained weights)"
 
 
-def find_demo_run(demo: Path) -> Path | None:
-    runs = sorted((demo / "runs").glob("*/summary.json"))
-    return runs[-1].parent if runs else None
-
-
-def fresh_model(experiment: Path) -> Path:
-    from tfpipe.config import load_experiment
+def fresh_model(exp) -> Path:
     from tfpipe.models import build_model
 
-    exp = load_experiment(experiment)
     side = exp.data.tile_size // exp.data.downscale
     path = WORK / f"fresh-{exp.model.arch}-{exp.model.backbone}-{side}.keras"
     if not path.is_file():
@@ -125,10 +146,77 @@ def fresh_model(experiment: Path) -> Path:
     return path
 
 
+# ----------------------------------------------------------------- part 2
+
+
+def tta_quality(demo: Path) -> dict | None:
+    """Dice of the demo run's held-out and validation slides without and with TTA."""
+    runs = sorted((demo / "runs").glob("*/summary.json"))
+    if not runs or not (demo / "data" / "test.csv").is_file():
+        print(f"no finished demo run in {demo}: skipping the TTA comparison", flush=True)
+        return None
+    run = runs[-1].parent
+    slides = {
+        "held-out": (demo / "data" / "test", demo / "data" / "test.csv"),
+        "validation fold": (validation_slides(run), demo / "data" / "train.csv"),
+    }
+    out: dict = {"run": str(run), "rows": []}
+    for name, sets in TTA_VARIANTS.items():
+        row = {"tta": name}
+        for label, (images, truth) in slides.items():
+            csv = WORK / f"tta-{label.replace(' ', '-')}-{len(out['rows'])}.csv"
+            res = child(
+                {
+                    "experiment": str(run / "config.yaml"),
+                    "checkpoint": str(run),
+                    "mode": "predict",
+                    "sets": sets,
+                    "images": str(images),
+                    "out": str(csv),
+                }
+            )
+            row[label] = score(csv, truth, images)
+            row[f"{label} windows/s"] = res["windows_per_s"]
+        out["rows"].append(row)
+        print(f"TTA {name}: {row}", flush=True)
+    return out
+
+
+def validation_slides(run: Path) -> Path:
+    """A folder of links to the slides of the run's validation folds."""
+    import yaml
+
+    from tfpipe.records.manifest import read_manifest
+
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    manifest = read_manifest(ROOT / config["data"]["output"])
+    folds = [int(p.name[4:]) for p in run.glob("fold*") if p.name[4:].isdigit()]
+    folder = WORK / "tta-validation"
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.iterdir():
+        old.unlink()
+    images = ROOT / config["data"]["images"]
+    for fold in folds:
+        for image_id in manifest.fold_sources(fold):
+            source = next(images.glob(f"{image_id}.tif*"))
+            (folder / source.name).symlink_to(source.resolve())
+    return folder
+
+
+def score(pred: Path, truth: Path, images: Path) -> float:
+    from tfpipe.predict.evaluate import evaluate
+
+    return evaluate(pred, truth, images=images, verbose=False).global_dice
+
+
+# ----------------------------------------------------------------- children
+
+
 def child(spec: dict) -> dict:
     """Run one measurement in a fresh interpreter; its last stdout line is JSON."""
     cmd = [sys.executable, __file__, "--child", json.dumps(spec)]
-    done = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True)
+    # Run folders store paths relative to the project root: run from there.
+    done = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True, cwd=ROOT)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -136,18 +224,22 @@ def run_child(spec: dict) -> None:
     import numpy as np
 
     from tfpipe.config import load_experiment
-    from tfpipe.predict.ensemble import EnsemblePredictor, resolve_checkpoints
+    from tfpipe.predict.ensemble import EnsemblePredictor, resolve_checkpoints, trained_input_size
+    from tfpipe.predict.slides import predict_slides
 
     exp = load_experiment(spec["experiment"], spec.get("sets", []))
-    predictor = EnsemblePredictor.load(resolve_checkpoints(spec["checkpoint"]), exp.predict.tta)
-    n = predictor.input_size or exp.data.tile_size // exp.data.downscale
+    paths = resolve_checkpoints(spec["checkpoint"])
+    predictor = EnsemblePredictor.load(paths, exp.predict.tta)
+    n = (
+        predictor.input_size
+        or trained_input_size(paths)
+        or exp.data.tile_size // exp.data.downscale
+    )
     # Warm-up: the first call traces the predict function; it is not timed.
     predictor(np.zeros((exp.predict.batch_size, n, n, 3), np.uint8))
     if spec["mode"] == "floor":
         print(json.dumps({"peak_rss_mb": peak_rss_mb()}))
         return
-    from tfpipe.predict.slides import predict_slides
-
     start = time.perf_counter()
     summary = predict_slides(
         exp,
@@ -163,8 +255,8 @@ def run_child(spec: dict) -> None:
             {
                 "peak_rss_mb": peak_rss_mb(),
                 "seconds": time.perf_counter() - start,
-                "windows": s.windows,
-                "predicted_windows": s.predicted,
+                "windows": sum(r.windows for r in summary.slides),
+                "predicted_windows": sum(r.predicted for r in summary.slides),
                 "windows_per_s": summary.windows_per_second,
                 "megapixels_per_s": summary.megapixels_per_second,
                 "slide": {"id": s.id, "height": s.height, "width": s.width},
@@ -177,39 +269,7 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def tta_quality(args: argparse.Namespace, checkpoint: Path) -> dict | None:
-    """Held-out dice of the demo slide with and without TTA (same checkpoint, same run)."""
-    test = args.demo / "data" / "test"
-    if not (args.demo / "data" / "test.csv").is_file():
-        return None
-    out = {}
-    for name, sets in (
-        ("no TTA", ["predict.tta=[]"]),
-        ("TTA hflip+vflip", ["predict.tta=[hflip, vflip]"]),
-        ("TTA hflip+vflip+rot90", ["predict.tta=[hflip, vflip, rot90]"]),
-    ):
-        csv = WORK / f"tta-{len(out)}.csv"
-        res = child(
-            {
-                "experiment": str(args.experiment),
-                "checkpoint": str(checkpoint),
-                "mode": "predict",
-                "sets": sets,
-                "images": str(test),
-                "out": str(csv),
-            }
-        )
-        out[name] = {
-            "dice": score(csv, args.demo / "data" / "test.csv", test),
-            "windows_per_s": res["windows_per_s"],
-        }
-    return out
-
-
-def score(pred: Path, truth: Path, images: Path) -> float:
-    from tfpipe.predict.evaluate import evaluate
-
-    return evaluate(pred, truth, images=images, verbose=False).global_dice
+# ----------------------------------------------------------------- output
 
 
 def write_results(report: dict, name: str) -> None:
@@ -224,32 +284,38 @@ def markdown(r: dict) -> str:
     lines = [
         "# Whole-slide prediction",
         "",
-        f"Slide `{s['id']}`: {s['height']:,} x {s['width']:,} px "
-        f"(`make_demo_data(n=1, size={s['size_nominal']})`). Model: {r['checkpoint']['kind']} "
-        f"`{Path(r['checkpoint']['path']).name}`. Each row is a fresh process; "
-        f"`{r['command']}`.",
+        f"`{r['command']}` — slide `{s['id']}`: {s['height']:,} x {s['width']:,} px "
+        f"(`make_demo_data(n=1, size={s['size_nominal']})`), settings of `{r['experiment']}`, "
+        f"model: {r['checkpoint']['kind']} (`{Path(r['checkpoint']['path']).name}`). "
+        "Each row is a fresh process; windows/s exclude loading and the first batch.",
         "",
-        "Floor (TensorFlow + model loaded, one batch predicted): "
-        f"**{r['floor_rss_mb']:.0f} MB** RSS.",
+        "Floor (TensorFlow imported, model loaded, one batch predicted): "
+        f"**{r['floor_rss_mb']:.0f} MB** peak RSS.",
         "",
         "| variant | peak RSS MB | above floor MB | windows (predicted) | windows/s | "
-        "speed vs no TTA | seconds |",
+        "speed ratio | seconds |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for v in r["variants"]:
         lines.append(
             f"| {v['variant']} | {v['peak_rss_mb']:.0f} | "
-            f"{v['peak_rss_mb'] - r['floor_rss_mb']:.0f}"
-            f" | {v['windows']} ({v['predicted_windows']}) | {v['windows_per_s']:.2f} | "
-            f"{v['speed_vs_no_tta']:.2f}x | {v['seconds']:.0f} |"
+            f"{v['peak_rss_mb'] - r['floor_rss_mb']:.0f} | {v['windows']} "
+            f"({v['predicted_windows']}) | {v['windows_per_s']:.2f} | "
+            f"{v['speed_ratio']:.2f}x | {v['seconds']:.0f} |"
         )
+    lines += ["", "## TTA and dice (demo run, its own settings)", ""]
     q = r.get("tta_quality")
-    lines += ["", "## TTA and held-out dice (demo slide)", ""]
     if q:
-        lines += ["| TTA | dice | windows/s |", "|---|---:|---:|"]
-        lines += [f"| {k} | {v['dice']:.4f} | {v['windows_per_s']:.2f} |" for k, v in q.items()]
+        labels = [k for k in q["rows"][0] if k != "tta" and not k.endswith("windows/s")]
+        lines.append(f"Run `{Path(q['run']).name}`; global dice against the truth.")
+        lines.append("")
+        lines.append("| TTA | " + " | ".join(f"{k} dice" for k in labels) + " | windows/s |")
+        lines.append("|---|" + "---:|" * (len(labels) + 1))
+        for row in q["rows"]:
+            cells = " | ".join(f"{row[k]:.4f}" for k in labels)
+            lines.append(f"| {row['tta']} | {cells} | {row[labels[0] + ' windows/s']:.2f} |")
     else:
-        lines.append("No trained checkpoint and demo data found: run `tfpipe demo` first.")
+        lines.append("No finished demo run found: run `tfpipe demo` first.")
     return "\n".join(lines) + "\n"
 
 

@@ -16,7 +16,6 @@ per ``fit`` on the 2-core test machine.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -170,7 +169,3 @@ sys.path.insert(0, {str(REPO / "tests")!r})
 import tfpipe.train.fold, _train_helpers
 tfpipe.train.fold.build_model = _train_helpers.tiny_model
 """
-
-
-def python() -> str:
-    return sys.executable

@@ -25,7 +25,7 @@ def test_rate_of_a_known_delay_is_measured_within_tolerance():
     m = time_dataset(
         sleeping_dataset(2),
         "sleep",
-        batches=8,
+        batches=6,
         repeats=3,
         warmup=1,
         batched=True,

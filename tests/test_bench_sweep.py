@@ -26,6 +26,16 @@ def test_values_are_typed_and_the_current_value_is_measured_first(exp):
     assert spec.values == [True, False] and not spec.changes_records
 
 
+def test_batch_size_sweep_follows_train_batch_size():
+    from tfpipe.bench.sweep import with_setting
+
+    exp = load_experiment(None, ["input.batch_size=16", "train.batch_size=8"])
+    spec = parse_sweep("input.batch_size=32", exp)
+    assert (spec.current, spec.values) == (8, [8, 32])  # what the pipeline really uses
+    variant = with_setting(exp, "input.batch_size", 32)
+    assert (variant.input.batch_size, variant.train.batch_size) == (32, 32)
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

@@ -39,10 +39,12 @@ def test_segmentation_batches_fit_a_keras_model(tmp_path):
     root = write_records(tmp_path / "rec")
     train_folds, val_folds = td.split_folds(root, 1)
     train = td.load(root, folds=train_folds, batch_size=4)
-    val = td.load(root, folds=val_folds, training=False, batch_size=4)
+    val = td.load(root, folds=val_folds, training=False, batch_size=5)
     images, masks = next(iter(train))
     assert images.dtype == tf.uint8 and images.shape == (4, 32, 32, 3)
     assert masks.dtype == tf.uint8 and masks.shape == (4, 32, 32, 1)
+    # Epoch lengths are known to Keras: 16 records in full batches of 4; 16 in 5+5+5+1.
+    assert len(train) == 4 and len(val) == 4
     model = _tiny_segmenter()
     history = model.fit(
         train, validation_data=val, epochs=1, steps_per_epoch=2, validation_steps=1, verbose=0

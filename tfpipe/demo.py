@@ -15,8 +15,10 @@ Steps, each reusing what an earlier run left when it still matches the settings:
 
 The experiment file (``experiments/kidney.yaml`` by default) drives it all;
 :data:`DEMO_SETTINGS` only shortens what a CPU cannot afford (slide count and
-size, epochs) and points every path into ``workdir``, through the same
-``--set`` mechanism a user has (``load_experiment(path, overrides)``).
+size, tile size, epochs) and points every path into ``workdir``, through the
+same ``--set`` mechanism a user has (``load_experiment(path, overrides)``).
+About 10 minutes on a busy 2-core machine, most of it TensorFlow tracing
+the training and benchmark steps; the held-out dice is about 0.96.
 
 Example:
     >>> from tfpipe.demo import run_demo
@@ -37,16 +39,26 @@ from pathlib import Path
 from tfpipe.config import Experiment, load_experiment
 
 DEMO_SLIDES = 5
-DEMO_SIZE = 4096
+DEMO_SIZE = 3072
 PASS_DICE = 0.80
 
-# What the demo changes in the experiment, beyond its paths: measured on a
-# 2-core CPU so the whole demo takes minutes (see the README's demo section).
+# What the demo changes in the experiment besides its paths, measured on a
+# shared 2-core CPU (Unet-EfficientNetB0 as in kidney.yaml, unchanged):
+# * 512-px tiles reduced 8x give 64-px inputs, 16x fewer pixels per step than
+#   kidney's 256 px; the blobs (radius 60-150 px) are still 7-19 px wide.
+# * 4 epochs x 30 steps of 8 tiles reach a validation dice of ~0.89.
+# * bn_momentum 0.9: with BatchNorm's default 0.99 the moving statistics lag
+#   so far behind 120 steps of training that inference-mode dice stays near 0
+#   (0.02 measured) while training-mode dice is 0.95.
+# * a quick bench: no ablation, 5 batches, 2 model steps.
 DEMO_SETTINGS = [
+    "data.tile_size=512",
+    "data.stride=null",
+    "data.downscale=8",
+    "model.bn_momentum=0.9",
     "train.folds=[0]",
-    "train.epochs=6",
-    "train.steps_per_epoch=40",
-    "train.early_stopping=null",
+    "train.epochs=4",
+    "train.steps_per_epoch=30",
     "input.batch_size=8",
     "bench.ablation=false",
     "bench.batches=5",

@@ -19,6 +19,8 @@ from typing import Any
 
 import psutil
 
+from tfpipe.bench.measure import MB
+
 
 def machine_info(repo: str | Path | None = None) -> dict[str, Any]:
     """CPU count and model, RAM, GPUs, Python/TensorFlow/Keras versions and git commit.
@@ -36,8 +38,8 @@ def machine_info(repo: str | Path | None = None) -> dict[str, Any]:
     return {
         "cpu_count": os.cpu_count(),
         "cpu_model": cpu_model(),
-        "total_mb": vm.total / 2**20,
-        "available_mb": vm.available / 2**20,
+        "total_mb": vm.total / MB,
+        "available_mb": vm.available / MB,
         "gpu": ", ".join(gpus) if gpus else None,
         "gpu_count": len(gpus),
         "platform": platform.platform(),

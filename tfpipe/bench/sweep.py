@@ -115,6 +115,9 @@ def parse_value(text: str) -> Any:
 
 
 def current_value(exp: Experiment, key: str) -> Any:
+    """The value the pipeline uses now (``train.batch_size`` wins over ``input.batch_size``)."""
+    if key == "input.batch_size" and exp.train.batch_size is not None:
+        return exp.train.batch_size
     node: Any = exp.to_dict()
     for part in key.split("."):
         node = node[part]
@@ -124,7 +127,11 @@ def current_value(exp: Experiment, key: str) -> Any:
 def with_setting(exp: Experiment, key: str, value: Any) -> Experiment:
     """A copy of ``exp`` with ``key`` set to ``value``, validated by the schema."""
     raw = exp.to_dict()
-    apply_override(raw, f"{key}={yaml.safe_dump(value, default_flow_style=True).strip()}")
+    text = yaml.safe_dump(value, default_flow_style=True).strip()
+    apply_override(raw, f"{key}={text}")
+    if key == "input.batch_size" and exp.train.batch_size is not None:
+        # train.batch_size overrides input.batch_size: set both, or the sweep changes nothing
+        apply_override(raw, f"train.batch_size={text}")
     try:
         new = Experiment.model_validate(raw)
     except ValidationError as err:

@@ -148,6 +148,10 @@ def build_dataset(
         deterministic=deterministic,
     )
     batches = batches.with_options(_options(cfg, deterministic))
+    count = _known_batches(plan, cfg, training)
+    if count is not None:
+        # Keras then knows the epoch length (progress bar, no "ran out of data" warning).
+        batches = batches.apply(tf.data.experimental.assert_cardinality(count))
     if training and cfg.service:
         batches = service.distribute(batches, cfg.service, cfg.service_job_name)
     if cfg.prefetch != 0:
@@ -265,6 +269,15 @@ def _sample(
             _plain(lambda i: tf.stack([tf.constant(cfg.seed + _BALANCE_SALT, tf.int64), i]))
         )
     return balance.resample(ds, plan.balance, is_positive, seeds)
+
+
+def _known_batches(plan: InputPlan, cfg: InputConfig, training: bool) -> int | None:
+    """Batches per epoch when fixed: not with balancing, skipped records or the service."""
+    if plan.balance is not None or cfg.skip_corrupt or (training and cfg.service):
+        return None
+    if training:
+        return plan.num_records // cfg.batch_size
+    return -(-plan.num_records // cfg.batch_size)
 
 
 def _options(cfg: InputConfig, deterministic: bool) -> tf.data.Options:
