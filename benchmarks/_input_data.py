@@ -226,6 +226,15 @@ def markdown(r: dict) -> str:
     ttfb, rss = r["time_to_first_batch_s"], r["rss"]
     lines += [
         "",
+        "How to read it: all variants ran in the same process on the same tiles, in "
+        "interleaved rounds, warm-up batches excluded; other processes shared the 2 cores "
+        "(load average above), so wall-clock figures move between runs and the CPU-time "
+        "ratios are the steadier ones. `onthefly` reads the demo's zstd-tiled TIFFs from "
+        "the page cache and does no augmentation (the best case for it). The gap between "
+        "`decode_only` and `full` is the augmentation: see the per-op table below.",
+    ]
+    lines += [
+        "",
         "| target | wanted | measured | met |",
         "|---|---|---:|---|",
     ]
@@ -240,7 +249,8 @@ def markdown(r: dict) -> str:
         "",
         f"RSS after each of {rss['epochs']} epochs (MiB): "
         + ", ".join(f"{x:.0f}" for x in rss["rss_mb_after_each_epoch"])
-        + f"; growth {rss['growth_pct']:.1f} %.",
+        + f"; growth {rss['growth_pct']:.1f} % (median of the last 3 epochs against the "
+        f"first 3; last against first: {rss['last_vs_first_pct']:.1f} %).",
         "",
         "Augmentation cost per 256 x 256 tile (one op at a time, serial map, one thread):",
         "",

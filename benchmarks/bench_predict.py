@@ -8,8 +8,8 @@ Part 1, memory and speed. The slide is the held-out slide of
 the settings are the experiment's (``experiments/kidney.yaml``: 1024-px
 windows reduced 4x to 256 px, overlap 0.25). Each variant runs
 ``predict_slides`` in a fresh Python process, so its peak RSS (``ru_maxrss``)
-is its own. A *floor* process only imports TensorFlow, loads the model and
-predicts one batch: the difference is what whole-slide prediction costs.
+is its own. Its peak RSS after importing TensorFlow, loading the model and predicting
+one batch is the *floor*; the rest is what whole-slide prediction adds.
 Windows/s exclude model loading and the first (tracing) batch; variants are
 compared as ratios to the first one. The model is the newest trained run in
 ``train.runs_dir`` made at the experiment's scale, or else a freshly built
@@ -39,7 +39,7 @@ WORK = ROOT / "benchmarks" / "_work"
 RESULTS = ROOT / "benchmarks" / "results"
 SPEED_VARIANTS = {
     "no TTA": ["predict.tta=[]"],
-    "TTA hflip+vflip (kidney.yaml)": ["predict.tta=[hflip, vflip]"],
+    "hflip+vflip": ["predict.tta=[hflip, vflip]"],
 }
 TTA_VARIANTS = {
     "no TTA": ["predict.tta=[]"],
@@ -56,7 +56,7 @@ def main() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     size = 2048 if args.quick else 20000
     report = {
-        "command": "python benchmarks/bench_predict.py" + (" --quick" if args.quick else ""),
+        "command": " ".join(["python benchmarks/bench_predict.py", *sys.argv[1:]]),
         **speed_and_memory(args, size),
         "tta_quality": tta_quality(args.demo),
     }
@@ -77,35 +77,70 @@ def parse_args() -> argparse.Namespace:
 
 
 def speed_and_memory(args: argparse.Namespace, size: int) -> dict:
+    """Peak RSS and windows/s of each model setting x TTA variant on one big slide."""
     slide_dir = ensure_slide(size)
-    checkpoint, kind = pick_checkpoint(args)
-    common = {"experiment": str(args.experiment), "checkpoint": str(checkpoint)}
-    print(f"slide {slide_dir}, model: {kind} {checkpoint}", flush=True)
-    floor = child({**common, "mode": "floor"})
     rows = []
-    for name, sets in SPEED_VARIANTS.items():
-        out = WORK / f"predict-{size}-{len(rows)}.csv"
-        res = child(
-            {**common, "mode": "predict", "sets": sets, "images": str(slide_dir), "out": str(out)}
+    for setting in model_settings(args):
+        print(f"{setting['setting']}: {setting['checkpoint']}", flush=True)
+        group = []
+        for name, sets in SPEED_VARIANTS.items():
+            out = WORK / f"predict-{size}-{len(rows) + len(group)}.csv"
+            spec = {
+                "experiment": setting["experiment"],
+                "checkpoint": setting["checkpoint"],
+                "sets": sets,
+                "images": str(slide_dir),
+                "out": str(out),
+            }
+            res = child(spec)
+            group.append({**setting, "variant": name, **res})
+            print(
+                f"  {name}: {res['peak_rss_mb']:.0f} MB peak, {res['windows_per_s']:.2f} windows/s",
+                flush=True,
+            )
+        for r in group:
+            r["speed_ratio"] = r["windows_per_s"] / group[0]["windows_per_s"]
+        rows += group
+    return {"slide": {"size_nominal": size, **rows[0]["slide"]}, "variants": rows}
+
+
+def model_settings(args: argparse.Namespace) -> list[dict]:
+    """What to predict with: the demo's trained run (its own settings), and the experiment.
+
+    The experiment uses the newest trained run at its scale, or else a freshly
+    built model of its architecture (memory and speed do not depend on weights).
+    """
+    settings = []
+    run = finished_run(args.demo / "runs")
+    if run is not None:
+        settings.append(
+            {
+                "setting": "demo run (its config.yaml)",
+                "kind": "trained",
+                "experiment": str(run / "config.yaml"),
+                "checkpoint": str(run),
+            }
         )
-        rows.append({"variant": name, **res})
-        print(
-            f"{name}: {res['peak_rss_mb']:.0f} MB, {res['windows_per_s']:.2f} windows/s", flush=True
-        )
-    base = rows[0]["windows_per_s"]
-    for r in rows:
-        r["speed_ratio"] = r["windows_per_s"] / base if base else None
-    return {
-        "slide": {"size_nominal": size, **rows[0].pop("slide")},
-        "experiment": str(
-            args.experiment.relative_to(ROOT)
-            if args.experiment.is_relative_to(ROOT)
-            else args.experiment
-        ),
-        "checkpoint": {"path": str(checkpoint), "kind": kind},
-        "floor_rss_mb": floor["peak_rss_mb"],
-        "variants": rows,
-    }
+    checkpoint, kind = pick_checkpoint(args)
+    settings.append(
+        {
+            "setting": _relative(args.experiment),
+            "kind": kind,
+            "experiment": str(args.experiment),
+            "checkpoint": str(checkpoint),
+        }
+    )
+    return settings
+
+
+def finished_run(runs_dir: Path) -> Path | None:
+    runs = sorted(runs_dir.glob("*/summary.json"))
+    return runs[-1].parent if runs else None
+
+
+def _relative(path: Path) -> str:
+    path = path.resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def ensure_slide(size: int) -> Path:
@@ -151,11 +186,10 @@ def fresh_model(exp) -> Path:
 
 def tta_quality(demo: Path) -> dict | None:
     """Dice of the demo run's held-out and validation slides without and with TTA."""
-    runs = sorted((demo / "runs").glob("*/summary.json"))
-    if not runs or not (demo / "data" / "test.csv").is_file():
+    run = finished_run(demo / "runs")
+    if run is None or not (demo / "data" / "test.csv").is_file():
         print(f"no finished demo run in {demo}: skipping the TTA comparison", flush=True)
         return None
-    run = runs[-1].parent
     slides = {
         "held-out": (demo / "data" / "test", demo / "data" / "test.csv"),
         "validation fold": (validation_slides(run), demo / "data" / "train.csv"),
@@ -169,7 +203,6 @@ def tta_quality(demo: Path) -> dict | None:
                 {
                     "experiment": str(run / "config.yaml"),
                     "checkpoint": str(run),
-                    "mode": "predict",
                     "sets": sets,
                     "images": str(images),
                     "out": str(csv),
@@ -235,11 +268,10 @@ def run_child(spec: dict) -> None:
         or trained_input_size(paths)
         or exp.data.tile_size // exp.data.downscale
     )
-    # Warm-up: the first call traces the predict function; it is not timed.
+    # Warm-up: the first call traces the predict function; it is not timed, and the
+    # peak RSS up to here (TensorFlow, the model, one batch) is the floor.
     predictor(np.zeros((exp.predict.batch_size, n, n, 3), np.uint8))
-    if spec["mode"] == "floor":
-        print(json.dumps({"peak_rss_mb": peak_rss_mb()}))
-        return
+    floor = peak_rss_mb()
     start = time.perf_counter()
     summary = predict_slides(
         exp,
@@ -253,6 +285,7 @@ def run_child(spec: dict) -> None:
     print(
         json.dumps(
             {
+                "floor_rss_mb": floor,
                 "peak_rss_mb": peak_rss_mb(),
                 "seconds": time.perf_counter() - start,
                 "windows": sum(r.windows for r in summary.slides),
@@ -285,22 +318,20 @@ def markdown(r: dict) -> str:
         "# Whole-slide prediction",
         "",
         f"`{r['command']}` — slide `{s['id']}`: {s['height']:,} x {s['width']:,} px "
-        f"(`make_demo_data(n=1, size={s['size_nominal']})`), settings of `{r['experiment']}`, "
-        f"model: {r['checkpoint']['kind']} (`{Path(r['checkpoint']['path']).name}`). "
-        "Each row is a fresh process; windows/s exclude loading and the first batch.",
+        f"(`make_demo_data(n=1, size={s['size_nominal']})`). Each row is a fresh process. "
+        "Floor = peak RSS once TensorFlow is imported, the model loaded and one batch "
+        "predicted; the slide adds the rest. Windows/s exclude loading and the first "
+        "batch; the speed ratio compares with the first row of the same setting.",
         "",
-        "Floor (TensorFlow imported, model loaded, one batch predicted): "
-        f"**{r['floor_rss_mb']:.0f} MB** peak RSS.",
-        "",
-        "| variant | peak RSS MB | above floor MB | windows (predicted) | windows/s | "
-        "speed ratio | seconds |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| setting | model | TTA | peak RSS MB | floor MB | added by the slide MB | "
+        "windows (predicted) | windows/s | speed ratio | seconds |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for v in r["variants"]:
         lines.append(
-            f"| {v['variant']} | {v['peak_rss_mb']:.0f} | "
-            f"{v['peak_rss_mb'] - r['floor_rss_mb']:.0f} | {v['windows']} "
-            f"({v['predicted_windows']}) | {v['windows_per_s']:.2f} | "
+            f"| {v['setting']} | {v['kind']} | {v['variant']} | **{v['peak_rss_mb']:.0f}** | "
+            f"{v['floor_rss_mb']:.0f} | {v['peak_rss_mb'] - v['floor_rss_mb']:.0f} | "
+            f"{v['windows']} ({v['predicted_windows']}) | {v['windows_per_s']:.2f} | "
             f"{v['speed_ratio']:.2f}x | {v['seconds']:.0f} |"
         )
     lines += ["", "## TTA and dice (demo run, its own settings)", ""]

@@ -110,6 +110,9 @@ def test_augmenter_runs_inside_tf_function():
     run = tf.function(lambda i, m, s: aug(i, m, s))
     img, msk = run(image, mask, SEEDS[2])
     assert img.shape == (16, 16, 3) and msk.shape == (16, 16, 1)
+    # Static shapes survive tracing (batching and Keras need them).
+    traced = run.get_concrete_function(image, mask, SEEDS[2]).structured_outputs
+    assert traced[0].shape == (16, 16, 3) and traced[1].shape == (16, 16, 1)
 
 
 def test_center_crop_is_central_and_fixed():

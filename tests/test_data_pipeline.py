@@ -161,6 +161,8 @@ def test_options_apply_and_no_global_state_changes(tmp_path):
     assert options.threading.private_threadpool_size == 2
     assert options.deterministic is True
     assert next(iter(ds))[0].shape == (4, 32, 32, 3)
+    assert ds.element_spec[0].shape == (4, 32, 32, 3)  # static, as Keras wants it
+    assert ds.element_spec[1].shape == (4, 32, 32, 1)
     assert keras.config.dtype_policy().name == policy
     assert keras.config.floatx() == floatx
     assert context.global_seed() == seed

@@ -1,10 +1,13 @@
 """Dice, threshold sweep and overlay of tfpipe.predict.evaluate on hand-made masks."""
 
+import json
+
 import cv2
 import numpy as np
 import pytest
 import tifffile
 
+from tfpipe.cli import main
 from tfpipe.errors import InputDataError
 from tfpipe.io.masks import write_rle_csv
 from tfpipe.io.rle import encode_rle
@@ -125,3 +128,29 @@ def test_errors_name_the_problem(tmp_path):
         evaluate(tmp_path / "pred.csv", tmp_path / "t2.csv", verbose=False)
     with pytest.raises(InputDataError, match="not found"):
         evaluate(tmp_path / "nope.csv", tmp_path / "t2.csv", verbose=False)
+
+
+def test_evaluate_command_writes_json_and_overlay_region(tmp_path):
+    images = _write_case(tmp_path)
+    args = [
+        "evaluate",
+        "--pred",
+        str(tmp_path / "pred.csv"),
+        "--truth",
+        str(tmp_path / "truth.csv"),
+        "--images",
+        str(images),
+        "--overlay",
+        str(tmp_path / "o.png"),
+        "--overlay-id",
+        "b",
+        "--region",
+        "0,0,8,8",
+        "--json",
+        str(tmp_path / "r.json"),
+    ]
+    assert main(args) == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["mean_dice"] == pytest.approx(0.75)
+    assert cv2.imread(str(tmp_path / "o.png")).shape[0] == 8 + 36
+    assert main([*args[:-4], "--region", "0,0,-1,8"]) == 2  # a user error, one message

@@ -141,43 +141,43 @@ def evaluate(
     """
     pred_src, truth_src = MaskSource(pred, "pred"), MaskSource(truth, "truth")
     images = Path(images) if images is not None else None
-    ids = pred_src.ids
-    missing = [i for i in ids if i not in truth_src.ids]
-    if missing:
-        raise InputDataError(
-            f"truth {truth_src.path} has no mask for predicted slide(s) {', '.join(missing)}"
-        )
+    ids = matched_ids(pred_src, truth_src)
     shapes = slide_shapes(ids, images, pred_src, truth_src)
     report = EvalReport(slides=[])
-    sweep_counts = np.zeros((len(ids), len(thresholds), 2), np.int64)
+    counts = np.zeros((len(ids), len(thresholds), 2), np.int64)
     for k, image_id in enumerate(ids):
         pred_runs = pred_src.runs(image_id, shapes[image_id])
         truth_runs = truth_src.runs(image_id, shapes[image_id])
-        report.slides.append(score_runs(image_id, pred_runs, truth_runs))
+        score = score_runs(image_id, pred_runs, truth_runs)
+        report.slides.append(score)
         if pred_src.has_probabilities:
-            sweep_counts[k] = sweep_slide(pred_src.probs[image_id], truth_runs, thresholds)
+            counts[k] = sweep_slide(pred_src.probs[image_id], truth_runs, thresholds)
         if overlay is not None and image_id == (overlay_id or ids[0]):
             slide = find_slides(images).get(image_id) if images is not None else None
+            title = f"{image_id}  dice {score.dice:.4f}"
             report.overlay = write_overlay(
-                overlay,
-                pred_runs,
-                truth_runs,
-                shapes[image_id],
-                slide,
-                region,
-                title=f"{image_id}  dice {report.slides[-1].dice:.4f}",
+                overlay, pred_runs, truth_runs, shapes[image_id], slide, region, title=title
             )
     if overlay is not None and report.overlay is None:
         raise InputDataError(f"overlay slide {overlay_id!r} is not among the predictions {ids}")
-    truth_pixels = np.array([s.truth_pixels for s in report.slides], np.int64)
-    report.sweep = (
-        sweep_rows(thresholds, sweep_counts, truth_pixels) if pred_src.has_probabilities else []
-    )
+    if pred_src.has_probabilities:
+        truth_pixels = np.array([s.truth_pixels for s in report.slides], np.int64)
+        report.sweep = sweep_rows(thresholds, counts, truth_pixels)
     if json_path is not None:
         _write_json(Path(json_path), report.to_dict())
     if verbose:
         print_report(report)
     return report
+
+
+def matched_ids(pred: MaskSource, truth: MaskSource) -> list[str]:
+    """The predicted slides; each must have a truth mask (truth may hold more slides)."""
+    missing = [i for i in pred.ids if i not in truth.ids]
+    if missing:
+        raise InputDataError(
+            f"truth {truth.path} has no mask for predicted slide(s) {', '.join(missing)}"
+        )
+    return pred.ids
 
 
 def parse_region(text: str) -> tuple[int, int, int, int]:

@@ -13,7 +13,7 @@ produces strips and tiles, the RLE decodes exactly to the saved mask.
 
 Example:
     >>> from tfpipe.predict.outputs import encode_slide
-    >>> rle, positive = encode_slide(prob, 4, (8192, 8192), 0.5)  # doctest: +SKIP
+    >>> rle = encode_slide(prob, 4, (8192, 8192), 0.5).rle()  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ def encode_slide(
     shape: tuple[int, int],
     threshold: float,
     png: Path | None = None,
-) -> tuple[str, int]:
-    """The competition RLE of the thresholded, upscaled map, and its foreground pixel count.
+) -> StripRleEncoder:
+    """Runs of the thresholded, upscaled map, gathered strip by strip.
 
     Args:
         prob: ``(h, w)`` low-resolution probabilities.
@@ -46,9 +46,14 @@ def encode_slide(
         png: Also write the mask as this PNG (the slide must be small; the
             strips are assembled in memory).
 
+    Returns:
+        The encoder: ``.rle()`` gives the competition RLE, ``.positive_pixels``
+        the foreground count.
+
     Example:
-        >>> encode_slide(np.array([[0.0, 1.0]], np.float32), 2, (2, 4), 0.5)
-        ('6 3', 3)
+        >>> enc = encode_slide(np.array([[0.0, 1.0]], np.float32), 2, (2, 4), 0.5)
+        >>> enc.rle(), enc.positive_pixels
+        ('5 4', 4)
     """
     encoder = StripRleEncoder(shape[0])
     strips: list[np.ndarray] = []
@@ -58,7 +63,7 @@ def encode_slide(
             strips.append(strip)
     if png is not None:
         _write_png(png, np.concatenate(strips, axis=1))
-    return encoder.rle(), encoder.positive_pixels
+    return encoder
 
 
 def mask_path(folder: Path, image_id: str, shape: tuple[int, int]) -> Path:

@@ -26,6 +26,8 @@ import numpy as np
 
 from tfpipe.io.rle import find_runs, format_rle
 
+FORMAT_CHUNK = 1 << 18
+
 
 class StripRleEncoder:
     """Accumulate the runs of a mask given as consecutive column strips.
@@ -77,9 +79,19 @@ class StripRleEncoder:
         return np.stack([np.concatenate(self._starts), np.concatenate(self._ends)], axis=1)
 
     def rle(self) -> str:
-        """The competition RLE string of everything added so far."""
-        runs = self.runs()
-        return format_rle(runs[:, 0], runs[:, 1])
+        """The competition RLE string of everything added so far.
+
+        Formatted in pieces of :data:`FORMAT_CHUNK` runs: turning runs into text
+        makes Python objects (~90 bytes a run), and a noisy mask of a big slide
+        has tens of millions of runs. Pieces never need joining at their
+        edges: runs that touch were merged in :meth:`add`.
+        """
+        pieces = [
+            format_rle(starts[i : i + FORMAT_CHUNK], ends[i : i + FORMAT_CHUNK])
+            for starts, ends in zip(self._starts, self._ends, strict=True)
+            for i in range(0, len(starts), FORMAT_CHUNK)
+        ]
+        return " ".join(pieces)
 
 
 def run_pixels(runs: np.ndarray) -> int:

@@ -146,25 +146,12 @@ def predict_slides(
         checkpoints = resolve_checkpoints(checkpoint, exp.train.runs_dir)
         check_run_scale(checkpoints, exp.data.downscale)
         predictor = EnsemblePredictor.load(checkpoints, cfg.tta)
-    # The model's own input size, else the tile size its run trained on, else the experiment's.
-    window = (
-        getattr(predictor, "input_size", None)
-        or trained_input_size(checkpoints)
-        or exp.data.tile_size // exp.data.downscale
-    )
-    plan = SlidePlan(
-        window=window,
-        scale=exp.data.downscale,
-        overlap=cfg.overlap,
-        blend=cfg.blend,
-        batch_size=cfg.batch_size,
-        tissue=exp.data.filter if cfg.skip_background else None,
-    )
+    plan = slide_plan(exp, predictor, checkpoints)
     summary = PredictSummary(
         out=Path(out or cfg.out),
         checkpoints=checkpoints,
         tta=list(cfg.tta),
-        input_size=window,
+        input_size=plan.window,
         scale=plan.scale,
         threshold=cfg.threshold,
     )
@@ -184,6 +171,28 @@ def predict_slides(
     return summary
 
 
+def slide_plan(exp: Experiment, predictor: Predict, checkpoints: list[Path]) -> SlidePlan:
+    """Window layout at the training scale, from the experiment and the model.
+
+    The window side is the model's own input size, else the tile size its run
+    trained on (``config.yaml``), else the experiment's ``tile_size // downscale``.
+    """
+    cfg = exp.predict
+    window = (
+        getattr(predictor, "input_size", None)
+        or trained_input_size(checkpoints)
+        or exp.data.tile_size // exp.data.downscale
+    )
+    return SlidePlan(
+        window=window,
+        scale=exp.data.downscale,
+        overlap=cfg.overlap,
+        blend=cfg.blend,
+        batch_size=cfg.batch_size,
+        tissue=exp.data.filter if cfg.skip_background else None,
+    )
+
+
 def predict_one(
     image_id: str,
     path: Path,
@@ -200,19 +209,21 @@ def predict_one(
     shape = (stats.height, stats.width)
     mask_file = mask_path(masks_dir, image_id, shape) if masks_dir else None
     png = mask_file if mask_file is not None and mask_file.suffix == ".png" else None
-    rle, positive = encode_slide(prob, plan.scale, shape, threshold, png=png)
+    encoder = encode_slide(prob, plan.scale, shape, threshold, png=png)
     if mask_file is not None and png is None:
         write_mask_tiff(mask_file, prob, plan.scale, shape, threshold)
     prob_file = None
     if probs_dir is not None:
         prob_file = save_probability_map(probs_dir, image_id, prob, shape, plan.scale, threshold)
+    del prob  # the RLE text can be large (noisy masks): make room first
+    rle = encoder.rle()
     result = SlideResult(
         image_id,
         stats.height,
         stats.width,
         stats.windows,
         stats.predicted,
-        positive,
+        encoder.positive_pixels,
         time.perf_counter() - start,
         mask_file,
         prob_file,
