@@ -84,3 +84,24 @@ def test_stitcher_drops_window_parts_past_the_edge():
     st = Stitcher((3, 3), np.ones((4, 4), np.float32))
     st.add(Window(0, 0, 4), np.arange(16, dtype=np.float32).reshape(4, 4))
     np.testing.assert_array_equal(st.probabilities(), [[0, 1, 2], [4, 5, 6], [8, 9, 10]])
+
+
+def test_stitcher_equals_two_accumulators_with_skipped_windows():
+    rng = np.random.default_rng(0)
+    shape, window, scale = (430, 390), 32, 4
+    grid = window_grid(shape, window, 0.25, scale)
+    weights = blend_weights(window, "hann")
+    h, w = lowres_shape(shape, scale)
+    st = Stitcher((h, w), weights)
+    total, weight = np.zeros((h, w), np.float32), np.zeros((h, w), np.float32)
+    for win in grid[::3] + grid[1::3]:  # a third of the windows skipped, order shuffled
+        pred = rng.random((window, window), dtype=np.float32)
+        st.add(win, pred)
+        rows = slice(win.y, min(win.y + window, h))
+        cols = slice(win.x, min(win.x + window, w))
+        part = weights[: rows.stop - rows.start, : cols.stop - cols.start]
+        total[rows, cols] += part * pred[: part.shape[0], : part.shape[1]]
+        weight[rows, cols] += part
+    expected = np.divide(total, weight, out=np.zeros_like(total), where=weight > 0)
+    np.testing.assert_array_equal(st.probabilities(), expected)
+    assert (expected == 0).any() and st.windows_added == len(grid[::3]) + len(grid[1::3])

@@ -2,8 +2,8 @@
 
 Memory is the constraint: a 20,000 x 20,000 slide has 400 million pixels.
 The :class:`Stitcher` therefore accumulates at the *low* resolution the model
-works at (``1/scale²`` of the pixels: two float32 arrays of 25 million cells,
-200 MB, for that slide at ``scale=4``), and :func:`iter_mask_strips` produces
+works at (``1/scale²`` of the pixels: one float32 array of 25 million cells,
+100 MB, for that slide at ``scale=4``), and :func:`iter_mask_strips` produces
 the full-resolution mask one column strip at a time from it.
 
 Upscaling is bilinear (``cv2.resize``) with exact integer scale, so low-res
@@ -38,9 +38,12 @@ STRIP_PIXELS = 1 << 23
 class Stitcher:
     """Weighted average of overlapping window predictions on the low-resolution grid.
 
-    Each window adds ``weight * prediction`` and ``weight``; the result divides
-    the two, so the effective weights of the windows covering a pixel sum to
-    one. Cells that no window reached (skipped background) are 0.
+    Each window adds ``weight * prediction``; :meth:`probabilities` divides by
+    the sum of the weights of the windows that covered each cell, so the
+    effective weights sum to one. Cells that no window reached (skipped
+    background) are 0. Only the weighted sum is a full-size array: the weight
+    sum is rebuilt band by band from the list of added windows at the end,
+    adding the same numbers in the same order as a second accumulator would.
 
     Args:
         shape: ``(h, w)`` of the low-resolution grid.
@@ -56,30 +59,41 @@ class Stitcher:
         self.shape = (int(shape[0]), int(shape[1]))
         self.weights = np.asarray(weights, np.float32)
         self._sum = np.zeros(self.shape, np.float32)
-        self._weight = np.zeros(self.shape, np.float32)
-        self.windows_added = 0
+        self._added: list[Window] = []
+
+    @property
+    def windows_added(self) -> int:
+        return len(self._added)
 
     def add(self, window: Window, prediction: np.ndarray) -> None:
         """Accumulate one ``(n, n)`` prediction; parts past the grid edge are dropped."""
-        h = min(window.size, self.shape[0] - window.y)
-        w = min(window.size, self.shape[1] - window.x)
-        rows = slice(window.y, window.y + h)
-        cols = slice(window.x, window.x + w)
-        weight = self.weights[:h, :w]
-        self._sum[rows, cols] += weight * prediction[:h, :w]
-        self._weight[rows, cols] += weight
-        self.windows_added += 1
+        rows, cols, weight = self._clip(window, 0, self.shape[0])
+        self._sum[rows, cols] += weight * prediction[: weight.shape[0], : weight.shape[1]]
+        self._added.append(window)
 
     def probabilities(self) -> np.ndarray:
-        """The ``(h, w)`` float32 blended probabilities; the accumulators are released.
+        """The ``(h, w)`` float32 blended probabilities; the accumulator is released.
 
-        The division happens in place in the sum array, so finishing a slide
-        costs no third full-size array.
+        The division happens in place, one band of window-height rows at a time.
         """
-        prob, weight = self._sum, self._weight
-        np.divide(prob, weight, out=prob, where=weight > 0)
-        self._sum = self._weight = np.zeros((0, 0), np.float32)
+        prob, self._sum = self._sum, np.zeros((0, 0), np.float32)
+        band = max(self.weights.shape[0], 1)
+        for r0 in range(0, self.shape[0], band):
+            r1 = min(r0 + band, self.shape[0])
+            weight = np.zeros((r1 - r0, self.shape[1]), np.float32)
+            for window in self._added:
+                if window.y < r1 and window.y + window.size > r0:
+                    rows, cols, part = self._clip(window, r0, r1)
+                    weight[rows.start - r0 : rows.stop - r0, cols] += part
+            np.divide(prob[r0:r1], weight, out=prob[r0:r1], where=weight > 0)
         return prob
+
+    def _clip(self, window: Window, r0: int, r1: int) -> tuple[slice, slice, np.ndarray]:
+        """Rows (within ``r0:r1``), columns and weights of ``window`` inside the grid."""
+        top, bottom = max(window.y, r0), min(window.y + window.size, r1, self.shape[0])
+        right = min(window.x + window.size, self.shape[1])
+        weight = self.weights[top - window.y : bottom - window.y, : right - window.x]
+        return slice(top, bottom), slice(window.x, right), weight
 
 
 def upscale_block(prob: np.ndarray, scale: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
