@@ -32,7 +32,7 @@ from tfpipe.predict.windows import (
     lowres_shape,
     window_grid,
 )
-from tfpipe.records.tiling import iter_bands, resize_image, tissue_fraction
+from tfpipe.records.tiling import Decision, decide, iter_bands, resize_image
 
 # Maps a uint8 batch (B, n, n, C) to probabilities (B, n, n).
 Predict = Callable[[np.ndarray], np.ndarray]
@@ -150,7 +150,8 @@ def iter_batches(
 
 
 def _is_background(image: np.ndarray, tissue: TissueFilter) -> bool:
-    return tissue_fraction(image, tissue) < tissue.min_tissue_fraction
+    # build-records' own rule for an unlabelled tile (no mask, so no empty-tile sampling).
+    return decide(image, None, tissue, 1.0, (0, "", 0, 0)) is Decision.BACKGROUND
 
 
 def prefetch(batches: Iterator[Batch]) -> Iterator[Batch]:
