@@ -129,3 +129,24 @@ def test_bad_arguments_are_rejected() -> None:
         Lookahead(keras.optimizers.SGD(0.1), k=0)
     with pytest.raises(ValueError, match="alpha must be in"):
         Lookahead(keras.optimizers.SGD(0.1), alpha=1.5)
+
+
+def test_built_optimizer_traces_the_train_step_once() -> None:
+    from tfpipe.train.optim import build_optimizer
+
+    traces: list[int] = []
+
+    class Counting(keras.Model):
+        def train_step(self, data):  # runs only while tf.function traces
+            traces.append(1)
+            return super().train_step(data)
+
+    inputs = keras.Input((8, 8, 3))
+    model = Counting(inputs, keras.layers.Conv2D(1, 3, padding="same")(inputs))
+    model.compile(Lookahead(keras.optimizers.Adam(1e-3), k=2), "mse")
+    build_optimizer(model)
+    for slow, fast in zip(model.optimizer.slow_weights, model.trainable_weights, strict=True):
+        np.testing.assert_array_equal(slow.numpy(), fast.numpy())
+    x, y = np.ones((4, 8, 8, 3), np.float32), np.zeros((4, 8, 8, 1), np.float32)
+    model.fit(tf.data.Dataset.from_tensors((x, y)).repeat(4), epochs=2, verbose=0)
+    assert len(traces) == 1

@@ -161,7 +161,6 @@ def test_resume_without_runs_is_a_config_error(records: Path, tmp_path: Path) ->
         train_experiment(experiment(records, tmp_path), resume="latest")
 
 
-@pytest.mark.slow
 def test_classification_reports_auc_per_label(tmp_path: Path) -> None:
     records = write_records(
         tmp_path / "cls", task="classification", folds=2, per_fold=12, classes=3

@@ -101,11 +101,12 @@ def compiled_model(exp: Experiment, input_shape: tuple[int, int, int], steps_per
     reduction per step, not a second forward pass)."""
     os.environ.setdefault("SM_FRAMEWORK", "tf.keras")
     from tfpipe.models import build_model, get_loss
-    from tfpipe.train.optim import make_optimizer
+    from tfpipe.train.optim import build_optimizer, make_optimizer
 
     model = build_model(exp.model, input_shape)
     optimizer = make_optimizer(exp.train, max(1, steps_per_epoch))
     model.compile(optimizer=optimizer, loss=get_loss(exp.train.loss))
+    build_optimizer(model)  # one trace of the step instead of two
     return model
 
 

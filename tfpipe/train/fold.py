@@ -36,7 +36,7 @@ from tfpipe.models.metrics import Dice, IoU, roc_auc
 from tfpipe.train import callbacks as cb
 from tfpipe.train.distribute import distribute_options, num_workers
 from tfpipe.train.folds import FoldPlan
-from tfpipe.train.optim import make_optimizer, plateau_callback
+from tfpipe.train.optim import build_optimizer, make_optimizer, plateau_callback
 from tfpipe.train.rundir import RESULT_NAME, RunDir
 from tfpipe.train.summary import FoldResult
 
@@ -127,6 +127,7 @@ def compiled_model(job: FoldJob, input_shape: tuple[int, ...], steps: int) -> ke
         loss=get_loss(exp.train.loss),
         metrics=make_metrics(job, model),
     )
+    build_optimizer(model)
     return model
 
 
