@@ -103,3 +103,22 @@ def test_cli_compare_and_errors(tmp_path, capsys):
     assert "repeats" in capsys.readouterr().err
     assert main(["bench-input", str(exp)]) == 2
     assert "records folder not found" in capsys.readouterr().err
+
+
+def test_naive_and_no_prefetch_variants_stay_unoptimised(tmp_path):
+    # tf.data's default rewrites would parallelise the serial maps and inject a
+    # prefetch, and the ablation would measure the full pipeline under other names.
+    from tfpipe.bench.ablation import variants
+    from tfpipe.bench.stages import StagePlan
+    from tfpipe.records.manifest import read_manifest
+
+    write_tiny_records(tmp_path / "rec", n=16, size=32)
+    exp = load_experiment(None, [f"data.output={tmp_path / 'rec'}", "input.batch_size=4"])
+    plan = StagePlan.from_experiment(exp, read_manifest(tmp_path / "rec"))
+    by_name = {v.name: v for v in variants(plan)}
+    for name in ("naive", "no prefetch"):
+        ds = by_name[name].build()
+        assert ds.options().experimental_optimization.inject_prefetch is False, name
+        assert next(iter(ds))[0].shape == (4, 32, 32, 3)
+    naive = by_name["naive"].build().options().experimental_optimization
+    assert naive.map_parallelization is False

@@ -160,6 +160,10 @@ def test_options_apply_and_no_global_state_changes(tmp_path):
     assert options.autotune.ram_budget == 64 * 2**20
     assert options.threading.private_threadpool_size == 2
     assert options.deterministic is True
+    assert options.experimental_optimization.inject_prefetch is not False
+    # prefetch: 0 means no prefetch at all: tf.data must not inject one either.
+    unprefetched = td.load(root, batch_size=4, prefetch=0).options()
+    assert unprefetched.experimental_optimization.inject_prefetch is False
     assert next(iter(ds))[0].shape == (4, 32, 32, 3)
     assert ds.element_spec[0].shape == (4, 32, 32, 3)  # static, as Keras wants it
     assert ds.element_spec[1].shape == (4, 32, 32, 1)

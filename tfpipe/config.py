@@ -146,7 +146,7 @@ class InputConfig(Section):
     parallel_calls: int | None = Field(None, ge=1)
     """Parallelism of parse/decode/augment; default AUTOTUNE."""
     prefetch: int | None = Field(None, ge=0)
-    """Batches to prefetch; default AUTOTUNE."""
+    """Batches to prefetch; default AUTOTUNE; 0 turns prefetching off (tf.data injects none)."""
     deterministic: bool = False
     cache: Literal["none", "memory"] | Path = "none"
     """Cache decoded tiles: "memory" or a file path prefix."""

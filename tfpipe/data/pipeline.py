@@ -283,6 +283,9 @@ def _known_batches(plan: InputPlan, cfg: InputConfig, training: bool) -> int | N
 def _options(cfg: InputConfig, deterministic: bool) -> tf.data.Options:
     options = tf.data.Options()
     options.deterministic = deterministic
+    if cfg.prefetch == 0:
+        # prefetch: 0 means none; tf.data would otherwise inject one on its own.
+        options.experimental_optimization.inject_prefetch = False
     if cfg.ram_budget_mb is not None:
         options.autotune.ram_budget = cfg.ram_budget_mb * 2**20
     if cfg.private_threadpool_size is not None:
