@@ -91,6 +91,21 @@ def test_ablation_keeps_what_buys_and_flags_what_hurts():
     ]
 
 
+def test_ablation_gaps_within_the_spread_of_repeats_are_not_advice():
+    # 1.2x apart, but each median lies inside the other's min-max: noise, not a finding.
+    ablation = [
+        measurement("full", 300, spread=0.3),
+        measurement("no prefetch", 250, spread=0.3, optimisation="prefetch"),
+        measurement("serial map", 360, spread=0.3, optimisation="parallel map"),
+        measurement("naive", 100, optimisation="all"),
+    ]
+    msgs = rules_fired(fake_report(ablation=ablation), advice.rule_ablation)
+    assert msgs == [
+        "all optimisations together buy 3.0× over a naive pipeline (serial map, no "
+        "interleave, no prefetch)"
+    ]
+
+
 @pytest.mark.parametrize(
     ("cache_rate", "decoded_mb", "expected"),
     [

@@ -121,9 +121,11 @@ def rule_ablation(r: BenchReport) -> list[Advice]:
         if not what or what == "all" or m.extra.get("turns_on"):
             continue
         gain = ratio(full.median, m.median)
-        if gain >= KEEP_RATIO:
+        # A verdict needs the medians apart by the threshold *and* outside each other's
+        # range of repeats: on a busy machine a 1.2× gap within the spread is noise.
+        if gain >= KEEP_RATIO and full.median > m.max:
             out.append(Advice(f"keep:{what}", f"{what} buys {gain:.1f}×, keep it"))
-        elif gain <= HURTS_RATIO:
+        elif gain <= HURTS_RATIO and m.median > full.max:
             hint = m.extra.get("hint", "")
             msg = f"{what} costs {1 / gain:.1f}× here (switching it off is faster)"
             out.append(Advice(f"hurts:{what}", msg + (f": {hint}" if hint else "")))
