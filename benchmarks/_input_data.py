@@ -247,7 +247,7 @@ def markdown(r: dict) -> str:
         f"{ttfb['first_call']:.2f} s (building {ttfb['first_call_build']:.2f} s), later call "
         f"{ttfb['later_call']:.2f} s (building {ttfb['later_call_build']:.2f} s).",
         "",
-        f"RSS after each of {rss['epochs']} epochs (MiB): "
+        f"RSS after each of {rss['epochs']} epochs of the full pipeline, in a fresh process (MiB): "
         + ", ".join(f"{x:.0f}" for x in rss["rss_mb_after_each_epoch"])
         + f"; growth {rss['growth_pct']:.1f} % (median of the last 3 epochs against the "
         f"first 3; last against first: {rss['last_vs_first_pct']:.1f} %).",

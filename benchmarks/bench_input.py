@@ -31,6 +31,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -188,25 +189,39 @@ def time_to_first_batch(data: Any) -> dict:
 def rss_over_epochs(data: Any, epochs: int) -> dict:
     """RSS after every epoch of the full pipeline (a new iterator per epoch, as Keras does).
 
-    Single readings swing by a few percent as TensorFlow's allocator keeps or
-    returns buffers, so growth compares the median of the last three epochs
-    with the median of the first three (``last_vs_first_pct`` is the raw figure).
+    Measured in a fresh process: in this one, the variants timed before (PyTorch
+    workers, the other pipelines) leave the allocator's heap at a size that is
+    theirs, not the pipeline's. Single readings swing by a few percent as
+    TensorFlow's allocator keeps or returns buffers, so growth compares the
+    median of the last three epochs with the median of the first three
+    (``last_vs_first_pct`` is the raw figure).
     """
-    import tfpipe.data as td
+    config = json.dumps(data.input_config.model_dump(mode="json"))
+    args = [sys.executable, __file__, "--rss-child", str(data.records), str(epochs), config]
+    done = subprocess.run(args, check=True, capture_output=True, text=True)
+    mb = json.loads(done.stdout.strip().splitlines()[-1])
+    first, last = statistics.median(mb[:3]), statistics.median(mb[-3:])
+    return {
+        "epochs": epochs,
+        "process": "fresh",
+        "rss_mb_after_each_epoch": mb,
+        "growth_pct": 100.0 * (last - first) / first,
+        "last_vs_first_pct": 100.0 * (mb[-1] - mb[0]) / mb[0],
+    }
 
-    ds = td.load(data.records, config=data.input_config)
+
+def rss_child(records: str, epochs: int, config: str) -> None:
+    """The fresh process of :func:`rss_over_epochs`: prints one JSON list of MiB."""
+    import tfpipe.data as td
+    from tfpipe.config import InputConfig
+
+    ds = td.load(records, config=InputConfig.model_validate(json.loads(config)))
     mb = []
     for _ in tqdm(range(epochs), desc="RSS epochs", unit="epoch"):
         for _batch in ds:
             pass
         mb.append(psutil.Process().memory_info().rss / 2**20)
-    first, last = statistics.median(mb[:3]), statistics.median(mb[-3:])
-    return {
-        "epochs": epochs,
-        "rss_mb_after_each_epoch": mb,
-        "growth_pct": 100.0 * (last - first) / first,
-        "last_vs_first_pct": 100.0 * (mb[-1] - mb[0]) / mb[0],
-    }
+    print(json.dumps(mb))
 
 
 def op_costs(data: Any, images: int) -> dict:
@@ -277,4 +292,7 @@ def write_results(report: dict, stem: str) -> None:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--rss-child"]:
+        rss_child(sys.argv[2], int(sys.argv[3]), sys.argv[4])
+        sys.exit(0)
     main()
