@@ -196,3 +196,13 @@ def test_noisy_repeats_are_flagged():
     assert "repeats differ by 1.9×" in rules_fired(report, advice.rule_noise)[0]
     report.stages[-1] = measurement("prefetch", 300, spread=0.05)
     assert rules_fired(report, advice.rule_noise) == []
+
+
+def test_spread_from_an_epoch_start_inside_the_windows_is_explained():
+    # 100 records in batches of 8 = 12 batches per epoch; 2 + 3 x 5 = 17 batches timed.
+    settings = {"records": 100, "batch_size": 8, "warmup": 2, "batches": 5, "repeats": 3}
+    report = fake_report(settings=settings)
+    report.stages[-1] = measurement("prefetch", 300, spread=0.3)
+    (msg,) = rules_fired(report, advice.rule_noise)
+    assert "an epoch is only 12 batches" in msg and "busy" not in msg
+    assert advice.epoch_batches({"records": 100}) is None

@@ -238,7 +238,29 @@ def rule_noise(r: BenchReport) -> list[Advice]:
         f"repeats differ by {spread:.1f}× (min {m.min:,.0f}, max {m.max:,.0f} images/s): "
         f"the machine is busy; raise --repeats or rerun when it is quiet"
     )
+    epoch = epoch_batches(r.settings)
+    if epoch is not None and epoch < _timed_batches(r.settings):
+        # An epoch end inside a window is a real cost (shuffle buffer refill), not noise.
+        msg = (
+            f"repeats differ by {spread:.1f}× (min {m.min:,.0f}, max {m.max:,.0f} images/s): "
+            f"an epoch is only {epoch} batches, so some windows include an epoch start "
+            f"(shards reopened, shuffle buffer refilled); the median is the steady figure"
+        )
     return [Advice("noise", msg)]
+
+
+def epoch_batches(settings: dict) -> int | None:
+    """Training batches per epoch from the report's settings, when they say."""
+    records, batch = settings.get("records"), settings.get("batch_size")
+    if not isinstance(records, int) or not isinstance(batch, int) or batch <= 0:
+        return None
+    return max(1, records // batch)
+
+
+def _timed_batches(settings: dict) -> int:
+    return int(settings.get("warmup", 0)) + int(settings.get("batches", 0)) * int(
+        settings.get("repeats", 0)
+    )
 
 
 RULES: list[Rule] = [
