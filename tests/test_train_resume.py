@@ -39,7 +39,6 @@ CHILD = CHILD_PRELUDE + textwrap.dedent(
 )
 
 
-@pytest.mark.slow
 def test_sigkill_then_resume_matches_an_uninterrupted_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

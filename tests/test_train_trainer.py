@@ -47,7 +47,6 @@ def test_one_fold_run(records: Path, tmp_path: Path) -> None:
     assert json.loads((run / "summary.json").read_text())["folds"][0]["fold"] == 1
 
 
-@pytest.mark.slow
 def test_run_folder_holds_config_checkpoints_history_and_summary(
     records: Path, tmp_path: Path
 ) -> None:
@@ -83,7 +82,6 @@ def test_run_folder_holds_config_checkpoints_history_and_summary(
     assert saved["mean"] == pytest.approx(summary.mean)
 
 
-@pytest.mark.slow
 def test_same_seed_gives_the_same_fold_metrics(records: Path, tmp_path: Path) -> None:
     overrides = ("train.deterministic=true", "train.epochs=1", "input.augment.flip=true")
     first = train_experiment(experiment(records, tmp_path / "a", *overrides), folds=[1])
@@ -132,7 +130,6 @@ class InterruptAt(keras.callbacks.Callback):
             raise KeyboardInterrupt
 
 
-@pytest.mark.slow
 def test_ctrl_c_leaves_last_checkpoint_and_resume_skips_done_folds(
     records: Path, tmp_path: Path
 ) -> None:
