@@ -17,8 +17,9 @@ The experiment file (``experiments/kidney.yaml`` by default) drives it all;
 :data:`DEMO_SETTINGS` only shortens what a CPU cannot afford (slide count and
 size, tile size, epochs) and points every path into ``workdir``, through the
 same ``--set`` mechanism a user has (``load_experiment(path, overrides)``).
-About 10 minutes on a busy 2-core machine, most of it TensorFlow tracing
-the training and benchmark steps; the held-out dice is about 0.96.
+About 3 minutes on a quiet 2-core machine (2 min 43 s measured in a fresh
+clone; ~10 on a busy one), most of it TensorFlow tracing the training and
+benchmark steps; the held-out dice is about 0.96.
 
 Example:
     >>> from tfpipe.demo import run_demo
