@@ -32,6 +32,7 @@ Example:
 from __future__ import annotations
 
 import warnings
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ BACKENDS = ("tifffile", "rasterio")
 _CHANNEL_AXES = ("S", "C")
 
 
-class Slide:
+class Slide(ABC):
     """An open slide at one pyramid level; use as a context manager.
 
     Attributes:
@@ -115,9 +116,9 @@ class Slide:
     def close(self) -> None:
         """Release the file; further reads fail."""
 
+    @abstractmethod
     def _read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         """Pixels inside the slide as ``(y1-y0, x1-x0, C_file)`` in the file's dtype."""
-        raise NotImplementedError
 
     def _set_geometry(self, height: int, width: int, file_channels: int) -> None:
         """Record the size and check the layout; closes the file when it is unusable."""
