@@ -1,6 +1,8 @@
-"""The measurement core: images/s arithmetic on datasets with a known rate."""
+"""The measurement core: images/s arithmetic on datasets with a known rate.
 
-import time
+No test here reads a real clock: the known per-element delay advances a
+scripted clock, so the expected figures are exact on any machine.
+"""
 
 import numpy as np
 import pytest
@@ -8,49 +10,72 @@ import tensorflow as tf
 
 from tfpipe.bench.measure import Measurement, count_images, time_dataset, time_iterator
 
-DELAY_S = 0.05  # per element: a serial pipeline can deliver exactly 1 / DELAY_S images/s
+DELAY_S = 0.05  # per element: a serial pipeline then delivers exactly 1 / DELAY_S images/s
 
 
-def sleeping_dataset(batch: int) -> tf.data.Dataset:
-    def sleep(i):
-        time.sleep(DELAY_S)
+class ScriptedClock:
+    """Seconds that pass only when the pipeline under test says so."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def delayed_dataset(batch: int, clock: ScriptedClock) -> tf.data.Dataset:
+    """Every element costs DELAY_S on ``clock`` when it is produced."""
+
+    def produce(i):
+        clock.advance(DELAY_S)
         return i
 
     ds = tf.data.Dataset.range(1_000_000)
-    ds = ds.map(lambda i: tf.py_function(sleep, [i], tf.int64))  # serial: one element at a time
-    return ds.batch(batch)
+    ds = ds.map(lambda i: tf.py_function(produce, [i], tf.int64))  # serial: one at a time
+    options = tf.data.Options()
+    # Produce on demand only: an injected prefetch or a fused map-and-batch would run
+    # ahead and spend delay outside the timed windows.
+    options.experimental_optimization.apply_default_optimizations = False
+    options.experimental_optimization.inject_prefetch = False
+    options.autotune.enabled = False
+    return ds.batch(batch).with_options(options)
 
 
-def test_rate_of_a_known_delay_is_measured_within_tolerance():
+def test_rate_of_a_known_delay_is_measured_exactly():
+    clock = ScriptedClock()
     m = time_dataset(
-        sleeping_dataset(2),
-        "sleep",
+        delayed_dataset(2, clock),
+        "delay",
         batches=6,
         repeats=3,
         warmup=1,
         batched=True,
         bytes_per_image=1000,
+        clock=clock,
     )
     known = 1.0 / DELAY_S
     assert m.images == [12, 12, 12]
-    # Sleeping can only overrun (a busy machine wakes threads late), and the per-element
-    # overhead of py_function and the iterator is ~0.1 ms of the 50 ms.
-    assert 0.85 * known <= m.median <= 1.02 * known
-    assert m.min <= m.median <= m.max
-    assert m.mb_per_s == pytest.approx(m.median * 1000 / 1e6)
-    assert m.ms_per_image == pytest.approx(1000 / m.median)
+    assert m.min == pytest.approx(known) and m.max == pytest.approx(known)
+    assert m.median == pytest.approx(known)
+    assert m.mb_per_s == pytest.approx(known * 1000 / 1e6)
+    assert m.ms_per_image == pytest.approx(1000 / known)
 
 
 def test_warmup_is_excluded_from_the_timed_windows():
+    clock = ScriptedClock()
+
     def slow_start():
-        time.sleep(0.3)  # the first element pays for start-up, like a pipeline's first batch
+        clock.advance(0.3)  # the first element pays for start-up, like a pipeline's first batch
         while True:
-            time.sleep(0.005)
+            clock.advance(0.005)
             yield np.zeros((2, 3))
 
-    m = time_iterator(slow_start(), "x", batches=10, repeats=2, warmup=1, batched=True)
-    assert m.warmup_seconds >= 0.3
-    assert all(s < 0.3 for s in m.seconds)
+    m = time_iterator(slow_start(), "x", batches=10, repeats=2, warmup=1, batched=True, clock=clock)
+    assert m.warmup_seconds == pytest.approx(0.305)
+    assert m.seconds == pytest.approx([0.05, 0.05])
     assert m.images == [20, 20]
 
 

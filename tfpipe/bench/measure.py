@@ -117,6 +117,7 @@ def time_iterator(
     batched: bool = True,
     bytes_per_image: float = 0.0,
     on_window: Callable[[], None] | None = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> Measurement:
     """Time ``repeats`` windows of ``batches`` elements pulled from ``iterator``.
 
@@ -129,6 +130,7 @@ def time_iterator(
         batched: Whether elements are batches (images counted from the leading dim).
         bytes_per_image: Bytes one image occupies leaving this stage (for MB/s).
         on_window: Called after each timed window (progress display).
+        clock: Seconds now; tests pass a scripted clock.
 
     Returns:
         The :class:`Measurement`.
@@ -138,17 +140,17 @@ def time_iterator(
             f"batches and repeats must be >= 1 and warmup >= 0; got {batches=}, "
             f"{repeats=}, {warmup=}"
         )
-    start = time.perf_counter()
+    start = clock()
     for _ in range(warmup):
         next(iterator)
-    warm = time.perf_counter() - start
+    warm = clock() - start
     seconds, images = [], []
     for _ in range(repeats):
         n = 0
-        t0 = time.perf_counter()
+        t0 = clock()
         for _ in range(batches):
             n += count_images(next(iterator), batched)
-        seconds.append(time.perf_counter() - t0)
+        seconds.append(clock() - t0)
         images.append(n)
         if on_window is not None:
             on_window()

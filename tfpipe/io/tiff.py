@@ -113,6 +113,7 @@ class Slide(ABC):
         out[y0 - y : y1 - y, x0 - x : x1 - x] = pixels
         return out
 
+    @abstractmethod
     def close(self) -> None:
         """Release the file; further reads fail."""
 
