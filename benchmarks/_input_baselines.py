@@ -30,6 +30,7 @@ def naive_dataset(plan: Any, augment: AugmentConfig, batch_size: int) -> Any:
     """Serial, unprefetched tf.data over the plan's shards (shard by shard)."""
     import tensorflow as tf
 
+    from tfpipe.bench.ablation import unoptimised
     from tfpipe.data.augment import Augmenter
     from tfpipe.data.decode import decode_element, parse_spec
 
@@ -45,12 +46,8 @@ def naive_dataset(plan: Any, augment: AugmentConfig, batch_size: int) -> Any:
         return aug(element["image"], element["target"], seed)
 
     ds = tf.data.Dataset.zip(records, seeds).map(one).batch(batch_size)
-    options = tf.data.Options()
-    # Keep tf.data from adding the parallelism and prefetching this variant leaves out.
-    options.experimental_optimization.inject_prefetch = False
-    options.experimental_optimization.map_parallelization = False
-    options.autotune.enabled = False
-    return ds.with_options(options)
+    # Nothing here is AUTOTUNE, so only the rewrites need switching off.
+    return ds.with_options(unoptimised())
 
 
 def onthefly_dataset(data_dir: Path, data_cfg: Any, batch_size: int) -> Any:

@@ -155,16 +155,23 @@ def float_bytes(sp: StagePlan) -> float:
 
 def naive(sp: StagePlan) -> Any:
     """Every optimisation off: how a first tf.data pipeline usually looks."""
-    import tensorflow as tf
-
     serial = sp.with_input(cycle_length=1)
     tiles = compose(serial, "augment", parallel=False, vectorised=False)
+    return finish(serial, tiles, parallel=False, prefetch=False).with_options(unoptimised())
+
+
+def unoptimised() -> Any:
+    """``tf.data.Options`` that keep a serial, unprefetched pipeline as written.
+
+    Else tf.data's default rewrites parallelise serial maps and inject a
+    prefetch, and a "naive" variant measures the optimised pipeline again.
+    """
+    import tensorflow as tf
+
     options = tf.data.Options()
-    # Else tf.data's default rewrites parallelise the serial maps and inject a
-    # prefetch, and "naive" measures the optimised pipeline again.
     options.experimental_optimization.map_parallelization = False
     options.experimental_optimization.inject_prefetch = False
-    return finish(serial, tiles, parallel=False, prefetch=False).with_options(options)
+    return options
 
 
 def measure_variant(

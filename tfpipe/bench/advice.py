@@ -234,18 +234,16 @@ def rule_noise(r: BenchReport) -> list[Advice]:
     spread = ratio(m.max, m.min)
     if not math.isfinite(spread) or spread < NOISY_SPREAD:
         return []
-    msg = (
-        f"repeats differ by {spread:.1f}× (min {m.min:,.0f}, max {m.max:,.0f} images/s): "
-        f"the machine is busy; raise --repeats or rerun when it is quiet"
-    )
     epoch = epoch_batches(r.settings)
     if epoch is not None and epoch < _timed_batches(r.settings):
         # An epoch end inside a window is a real cost (shuffle buffer refill), not noise.
-        msg = (
-            f"repeats differ by {spread:.1f}× (min {m.min:,.0f}, max {m.max:,.0f} images/s): "
+        why = (
             f"an epoch is only {epoch} batches, so some windows include an epoch start "
             f"(shards reopened, shuffle buffer refilled); the median is the steady figure"
         )
+    else:
+        why = "the machine is busy; raise --repeats or rerun when it is quiet"
+    msg = f"repeats differ by {spread:.1f}× (min {m.min:,.0f}, max {m.max:,.0f} images/s): {why}"
     return [Advice("noise", msg)]
 
 
