@@ -10,6 +10,8 @@ times a fixed number of batches. Variants:
 * ``decode_only``: ``tfpipe.data.load`` with augmentation off: the ceiling.
 * ``full``: ``load`` with the augmentation of experiments/kidney.yaml.
 * ``full_geometric``: ``load`` with flips/rotations only (no colour jitter).
+* ``full_tf_engine``: ``full`` with ``augment.engine: tensorflow`` (TensorFlow
+  ops per tile instead of OpenCV per batch).
 * ``naive``: serial map, no prefetch, no interleave (``_input_baselines``).
 * ``onthefly``: tiles read from the TIFFs in a Python generator (no records).
 * ``torch``: PyTorch DataLoader, 2 workers, the same tiles as PNG files.
@@ -114,6 +116,7 @@ def make_variants(data: Any) -> dict[str, Callable[[], Iterator[Any]]]:
         "decode_only": tfpipe_iter(off),
         "full": tfpipe_iter(cfg.augment),
         "full_geometric": tfpipe_iter(geometric),
+        "full_tf_engine": tfpipe_iter(cfg.augment.model_copy(update=dict(engine="tensorflow"))),
         "naive": lambda: iter(base.naive_dataset(data.plan, cfg.augment, BATCH).repeat()),
         "onthefly": lambda: iter(base.onthefly_dataset(data.slides, data.data_config, BATCH)),
     }

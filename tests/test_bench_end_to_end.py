@@ -64,9 +64,12 @@ def test_bench_on_tiny_records_writes_every_figure(tiny_experiment, tmp_path, ca
         "serial map",
         "no prefetch",
         "cache: memory",
+        "TF augmentation",  # load() augments with OpenCV here: the variant uses TF ops
         "per-record parse",
         "float32 on host",
     } <= set(names)
+    engine = next(m for m in report.ablation if m.name == "TF augmentation")
+    assert engine.extra["hint"] == "set input.augment.engine: tensorflow"
     assert report.ablation[0].median == report.stages[-1].median
     assert report.sweeps == []  # measured in test_bench_sweep.py
 

@@ -43,7 +43,7 @@ def test_brightness_shifts_every_pixel_by_one_amount():
 
 
 def test_contrast_keeps_the_mean_and_scales_deviations():
-    # Constant 4x4 blocks: the mean taken from every 4th pixel is then the exact mean.
+    # Constant 4x4 blocks: the mean taken from every 4th row is then the exact mean.
     blocks = np.kron(IMAGE, np.ones((4, 4, 1), np.uint8))
     out = ColourJitter(contrast=0.3)(tf.constant(blocks), tf.constant([5, 6], tf.int64)).numpy()
     x, y = blocks.astype(float), out.astype(float)

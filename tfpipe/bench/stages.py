@@ -11,7 +11,7 @@ The bench times the prefix of that chain after each step:
 read     ``read_shards`` (shard shuffle, parallel interleave) + record shuffle
 parse    + the vectorised parse (``parse_batch`` on batches, then unbatch)
 decode   + ``decode_element`` in a parallel map
-augment  + the experiment's ``Augmenter`` (decode and augment in one map, as load does)
+augment  + the experiment's augmentation as load does it (per element, or per batch with OpenCV)
 batch    ``tfpipe.data.pipeline.build_dataset`` with prefetch off
 prefetch ``build_dataset`` as ``load()`` returns it — the pipeline figure
 ======== ===================================================================
@@ -145,6 +145,7 @@ class StagePlan:
 
 
 def augmenter(sp: StagePlan) -> Any:
+    """The experiment's ``Augmenter`` for these records."""
     from tfpipe.data.augment import Augmenter
 
     layout = sp.plan.layout
@@ -188,17 +189,18 @@ def compose(sp: StagePlan, until: str, *, parallel: bool = True, vectorised: boo
         return ds
     if until == "decode":
         return ds.map(lambda f: decode_element(f, layout), **order)
-    aug = augmenter(sp)
-    segmentation = layout.task == "segmentation"
+    from tfpipe.data.finish import Finisher
+
+    finish = Finisher(sp.plan, cfg, training=True)
     # Per-element seeds [seed, position], as load() derives them (values do not change cost).
     seeds = tf.data.Dataset.counter().map(lambda i: tf.stack([tf.constant(cfg.seed, tf.int64), i]))
-
-    def finish(features: dict[str, Any], seed: Any) -> tuple[Any, Any]:
-        element = decode_element(features, layout)
-        image, mask = aug(element["image"], element["target"] if segmentation else None, seed)
-        return image, (mask if segmentation else element["target"])
-
-    return tf.data.Dataset.zip(ds, seeds).map(finish, **order)
+    ds = tf.data.Dataset.zip(ds, seeds).map(
+        lambda f, s: finish(decode_element(f, layout), s), **order
+    )
+    if finish.batched:
+        # The OpenCV engine augments whole batches, as load() does.
+        ds = ds.batch(cfg.batch_size).map(finish.augment_batch, **order).unbatch()
+    return ds.map(lambda image, target, *_: (image, target))
 
 
 def cumulative_stages(sp: StagePlan) -> list[Stage]:

@@ -31,8 +31,9 @@ Settings can come from an experiment file instead of keywords::
     train = tfpipe.data.load(exp.data.output, folds=[1, 2, 3], config=exp.input)
 
 Modules: ``pipeline`` (``load``, ``split_folds``), ``shards`` (reading),
-``decode``, ``augment``, ``balance``, ``tta``, ``service``, ``preprocessing``
-(``Normalize``), ``plan`` (request validation).
+``decode``, ``augment`` (random draws, TensorFlow engine), ``augment_cv``
+(OpenCV engine), ``finish`` (per-element tail), ``colour``, ``balance``, ``tta``,
+``service``, ``preprocessing`` (``Normalize``), ``plan`` (request validation).
 """
 
 from tfpipe.config import AugmentConfig, InputConfig

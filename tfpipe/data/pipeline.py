@@ -4,7 +4,12 @@ Training pipeline (each stage redrawn every epoch, reproducible per seed)::
 
     shard list, shuffled ─▶ interleave(TFRecordDataset, parallel) ─▶ [balance]
       ─▶ shuffle(serialized records) ─▶ + per-element seed ─▶ batch ─▶ parse_example
-      ─▶ unbatch ─▶ map(decode + augment, parallel) ─▶ batch ─▶ [tf.data service] ─▶ prefetch
+      ─▶ unbatch ─▶ map(decode + draw augmentation, parallel) ─▶ batch
+      ─▶ map(augment the batch with OpenCV, parallel) ─▶ [tf.data service] ─▶ prefetch
+
+With ``augment.engine: tensorflow`` (and always with the tf.data service) the
+augmentation runs as TensorFlow ops in the per-element map instead
+(:mod:`tfpipe.data.finish`).
 
 With ``cache`` the decoded tiles are cached and the shuffle, balance and
 augmentation move after the cache (so every epoch still differs). Validation
@@ -32,8 +37,8 @@ import tensorflow as tf
 
 from tfpipe.config import InputConfig
 from tfpipe.data import balance, service
-from tfpipe.data.augment import Augmenter, center_crop
 from tfpipe.data.decode import decode_element, parse_batch, positive_fraction
+from tfpipe.data.finish import Finisher
 from tfpipe.data.plan import InputPlan, cache_target, plan_input, resolve_config
 from tfpipe.data.shards import read_shards
 from tfpipe.errors import RecordsError
@@ -133,20 +138,26 @@ def build_dataset(
 ) -> tf.data.Dataset:
     """Assemble the tf.data graph for a validated plan (see the module docstring)."""
     deterministic = cfg.deterministic if training else True
+    calls = cfg.parallel_calls or tf.data.AUTOTUNE
+    finish = Finisher(plan, cfg, training)
     records = read_shards(plan.shards, cfg, training)
     cache = cache_target(plan, cfg, training)
     if cache is None:
-        tiles = _tiles(records, plan, cfg, training, deterministic)
+        tiles = _tiles(records, plan, cfg, training, deterministic, finish)
     else:
-        tiles = _tiles_after_cache(records, cache, plan, cfg, training, deterministic)
-    if not with_ids:
-        tiles = tiles.map(_plain(lambda image, target, ids: (image, target)))
+        tiles = _tiles_after_cache(records, cache, plan, cfg, training, deterministic, finish)
     batches = tiles.batch(
         cfg.batch_size,
         drop_remainder=training,
-        num_parallel_calls=cfg.parallel_calls or tf.data.AUTOTUNE,
+        num_parallel_calls=calls,
         deterministic=deterministic,
     )
+    if finish.batched:
+        batches = batches.map(
+            _plain(finish.augment_batch), num_parallel_calls=calls, deterministic=deterministic
+        )
+    if not with_ids:
+        batches = batches.map(_plain(lambda image, target, ids: (image, target)))
     batches = batches.with_options(_options(cfg, deterministic))
     count = _known_batches(plan, cfg, training)
     if count is not None:
@@ -160,14 +171,18 @@ def build_dataset(
 
 
 def _tiles(
-    records: tf.data.Dataset, plan: InputPlan, cfg: InputConfig, training: bool, det: bool
+    records: tf.data.Dataset,
+    plan: InputPlan,
+    cfg: InputConfig,
+    training: bool,
+    det: bool,
+    finish: Finisher,
 ) -> tf.data.Dataset:
     """Balance and shuffle serialized records, then parse, decode and augment in one map."""
     records = _sample(records, plan, cfg, training, lambda r: positive_fraction(r) > 0)
     if training and cfg.shuffle_buffer > 0:
         records = records.shuffle(cfg.shuffle_buffer, seed=cfg.seed)
     seeded = tf.data.Dataset.zip(_seeds(cfg, training), records)
-    finish = _finisher(plan, cfg, training)
     return _parse(seeded, plan, cfg, det).map(
         _plain(lambda f, s: finish(decode_element(f, plan.layout), s)),
         num_parallel_calls=cfg.parallel_calls or tf.data.AUTOTUNE,
@@ -182,6 +197,7 @@ def _tiles_after_cache(
     cfg: InputConfig,
     training: bool,
     det: bool,
+    finish: Finisher,
 ) -> tf.data.Dataset:
     """Decode and cache; balance, shuffle, seed and augment after the cache."""
     calls = cfg.parallel_calls or tf.data.AUTOTUNE
@@ -197,7 +213,7 @@ def _tiles_after_cache(
     if training and cfg.shuffle_buffer > 0:
         decoded = decoded.shuffle(cfg.shuffle_buffer, seed=cfg.seed)
     return tf.data.Dataset.zip(decoded, _seeds(cfg, training)).map(
-        _plain(_finisher(plan, cfg, training)), num_parallel_calls=calls, deterministic=det
+        _plain(finish), num_parallel_calls=calls, deterministic=det
     )
 
 
@@ -209,29 +225,6 @@ def _parse(pairs: tf.data.Dataset, plan: InputPlan, cfg: InputConfig, det: bool)
         deterministic=det,
     )
     return parsed.unbatch()
-
-
-def _finisher(
-    plan: InputPlan, cfg: InputConfig, training: bool
-) -> Callable[[dict[str, tf.Tensor], tf.Tensor], tuple[tf.Tensor, tf.Tensor, tf.Tensor]]:
-    """The per-element tail: augment (training) or center crop, then the output tuple."""
-    segmentation = plan.layout.task == "segmentation"
-    augmenter = Augmenter(cfg.augment, (plan.layout.height, plan.layout.width), plan.size)
-
-    def finish(element: dict[str, tf.Tensor], seed: tf.Tensor):
-        mask = element["target"] if segmentation else None
-        if training:
-            # The record id makes the seed differ between tf.data service workers
-            # that share (epoch key, position).
-            salt = tf.strings.to_hash_bucket_fast(element["id"], 1 << 62)
-            seed = tf.stack([tf.bitwise.bitwise_xor(seed[0], salt), seed[1]])
-            image, mask = augmenter(element["image"], mask, seed)
-        else:
-            image, mask = center_crop(element["image"], mask, plan.size)
-        target = mask if segmentation else element["target"]
-        return image, target, element["id"]
-
-    return finish
 
 
 def _seeds(cfg: InputConfig, training: bool) -> tf.data.Dataset:

@@ -1,0 +1,220 @@
+"""The OpenCV augmentation engine: a whole batch per call, same draws as the TensorFlow ops.
+
+Why a second engine: TensorFlow's CPU kernels move ``uint8`` pixels one
+element at a time: on the 2-core reference machine a transpose of a
+256 x 256 RGB tile costs ~450 µs, a reverse ~300 µs, so flips and quarter
+turns of a tile and its mask cost ~0.6 ms, and the fused colour transform
+~1 ms more: together half of what decoding the PNG costs. OpenCV's SIMD loops
+do the same moves in 20-40 µs and ``cv2.transform`` applies the ``3 x 4``
+colour matrix with rounding and saturation in one pass (~115 µs). One
+``tf.numpy_function`` call per batch spreads its fixed cost (~0.1-0.2 ms)
+over the batch, and OpenCV releases the GIL while it works, so the parallel
+batch maps of tf.data still use every core.
+``benchmarks/bench_input.py`` measures both engines.
+
+The random draws stay TensorFlow stateless ops per element
+(:meth:`tfpipe.data.augment.Augmenter.draw`); only their application runs
+here. Geometry is identical to the TensorFlow engine; colours agree within one
+``uint8`` level and bilinear crops within two (OpenCV computes in fixed point); noise
+comes from NumPy's Philox generator keyed by the same per-tile seed, so it is
+as reproducible but not the same numbers.
+
+Limit: this is Python code, so a tf.data service worker in another process
+cannot run it; :func:`tfpipe.data.plan.augment_engine` picks the TensorFlow
+engine there.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+import tensorflow as tf
+
+if TYPE_CHECKING:
+    from tfpipe.data.augment import Augmenter
+
+_ALIGN = 64  # bytes: TensorFlow's alignment for tensor buffers (EIGEN_MAX_ALIGN_BYTES)
+# OpenCV flip codes for [reverse rows, reverse columns].
+_FLIP_CODES = {(True, False): 0, (False, True): 1, (True, True): -1}
+
+
+def apply_batch(
+    aug: Augmenter, images: tf.Tensor, masks: tf.Tensor | None, draws: dict[str, tf.Tensor]
+) -> tuple[tf.Tensor, tf.Tensor | None]:
+    """Augment ``[B, H, W, C]`` ``uint8`` tiles (and masks) with batched ``draws``."""
+    b, c = tf.shape(images)[0], images.shape[-1]
+
+    def given(key: str, dtype: tf.DType) -> tf.Tensor:
+        # numpy_function takes tensors only: an absent op is an empty [B, 0] column.
+        return draws[key] if key in draws else tf.zeros([b, 0], dtype)
+
+    if "colour" in draws:
+        matrix, offset, gain = aug.colour.transform(draws["colour"], c)
+    else:
+        matrix, offset, gain = tf.zeros([b, 0, 0]), tf.zeros([b]), tf.zeros([b])
+    kernel = functools.partial(
+        augment_tiles, size=aug.size, resample=aug.resample, noise_std=aug.colour.noise_std
+    )
+    inputs = [
+        images,
+        tf.zeros([b, 0], tf.uint8) if masks is None else masks,
+        given("box", tf.int32),
+        given("flags", tf.bool),
+        matrix,
+        offset,
+        gain,
+        given("seed", tf.int64),
+    ]
+    out, out_masks = tf.numpy_function(kernel, inputs, [tf.uint8, tf.uint8], stateful=False)
+    side = [aug.size, aug.size]
+    out = tf.ensure_shape(out, [images.shape[0], *side, c])
+    if masks is None:
+        return out, None
+    return out, tf.ensure_shape(out_masks, [masks.shape[0], *side, masks.shape[-1]])
+
+
+def augment_tiles(
+    images: np.ndarray,
+    masks: np.ndarray,
+    boxes: np.ndarray,
+    flags: np.ndarray,
+    matrices: np.ndarray,
+    offsets: np.ndarray,
+    gains: np.ndarray,
+    seeds: np.ndarray,
+    *,
+    size: int,
+    resample: bool,
+    noise_std: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The NumPy side of :func:`apply_batch`: one tile at a time, in OpenCV.
+
+    An op whose column is empty (``boxes.shape[1] == 0`` …) is off; ``masks``
+    of shape ``[B, 0]`` means no masks (classification). Each tile's last op
+    writes straight into the output batch: every pass over the pixels counts.
+    """
+    n, c = images.shape[0], images.shape[-1]
+    out = _aligned_empty((n, size, size, c))
+    has_masks = masks.ndim == 4
+    out_masks = _aligned_empty((n, size, size, masks.shape[-1])) if has_masks else masks
+    for i in range(n):
+        image, mask = images[i], masks[i] if has_masks else None
+        if mask is not None and _empty(mask):
+            out_masks[i] = 0
+            mask = None
+        if boxes.shape[1]:
+            image, mask = crop(image, mask, boxes[i], size, resample)
+        colour_dst = _plane(out[i])
+        if flags.shape[1]:
+            image = flip(image, flags[i], None if matrices.shape[1] else colour_dst)
+            if mask is not None:
+                flip(mask, flags[i], _plane(out_masks[i]))
+        elif mask is not None:
+            out_masks[i] = mask
+        if matrices.shape[1]:
+            seed = seeds[i] if seeds.shape[1] else None
+            offset = offsets[i] + (gains[i] * _mean(image) if gains[i] else 0.0)
+            colour(image, matrices[i], offset, noise_std, seed, colour_dst)
+        elif not flags.shape[1]:
+            out[i] = image
+    return out, out_masks
+
+
+def _aligned_empty(shape: tuple[int, ...]) -> np.ndarray:
+    """A ``uint8`` array whose data starts on a 64-byte boundary.
+
+    TensorFlow then wraps it as the output tensor as it is; NumPy's own
+    allocations are 16-byte aligned, which TensorFlow copies: one more pass
+    over every pixel, measured at ~5% of the pipeline's CPU time.
+    """
+    size = int(np.prod(shape))
+    raw = np.empty(size + _ALIGN, np.uint8)
+    start = -raw.ctypes.data % _ALIGN
+    return raw[start : start + size].reshape(shape)
+
+
+def _empty(mask: np.ndarray) -> bool:
+    plane = _plane(mask)
+    return not (cv2.countNonZero(plane) if plane.ndim == 2 else plane.any())
+
+
+def _mean(image: np.ndarray) -> float:
+    """Mean of every 4th row over all channels, as ``colour.tile_mean``."""
+    channels = image.shape[-1] if image.ndim == 3 else 1
+    return sum(cv2.mean(image[::4])[:channels]) / channels
+
+
+def _plane(x: np.ndarray) -> np.ndarray:
+    """A single-channel tile as 2-D: OpenCV reads and writes ``[H, W, 1]`` that way."""
+    return x[..., 0] if x.shape[-1] == 1 else x
+
+
+def crop(
+    image: np.ndarray, mask: np.ndarray | None, box: np.ndarray, size: int, resample: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Cut ``[top, left, height, width]``; resize to ``size`` (bilinear / nearest) when asked."""
+    top, left, h, w = (int(v) for v in box)
+    image = image[top : top + h, left : left + w]
+    mask = None if mask is None else mask[top : top + h, left : left + w]
+    if resample:
+        # Pixel centres, as tf.image.resize; OpenCV's nearest modes round differently.
+        image = cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
+        if mask is not None:
+            mask = mask[_nearest(h, size)][:, _nearest(w, size)]
+    return image, mask
+
+
+@functools.lru_cache(maxsize=256)
+def _nearest(side: int, size: int) -> np.ndarray:
+    """Source index of each of ``size`` outputs: tf.image.resize's nearest, in float32."""
+    scale = np.float32(side) / np.float32(size)
+    centres = (np.arange(size, dtype=np.float32) + np.float32(0.5)) * scale
+    return np.minimum(np.floor(centres).astype(np.int64), side - 1)
+
+
+def flip(x: np.ndarray, flags: np.ndarray, dst: np.ndarray | None = None) -> np.ndarray:
+    """Optionally transpose, then reverse rows and/or columns (as ``augment.apply_flags``).
+
+    Seven of the eight cases are one OpenCV call (a rotation is a transpose
+    and one reverse); the anti-transpose takes two.
+    """
+    x = _plane(x)
+    transpose, rows, cols = (bool(f) for f in flags)
+    if transpose and rows != cols:
+        code = cv2.ROTATE_90_COUNTERCLOCKWISE if rows else cv2.ROTATE_90_CLOCKWISE
+        return cv2.rotate(x, code, dst=dst)
+    if transpose:
+        x = cv2.transpose(x, dst=None if rows else dst)
+    if rows or cols:
+        return cv2.flip(x, _FLIP_CODES[(rows, cols)], dst=dst)
+    if dst is not None:
+        dst[...] = x
+        return dst
+    return x
+
+
+def colour(
+    image: np.ndarray,
+    matrix: np.ndarray,
+    offset: float,
+    noise_std: float,
+    seed: np.ndarray | None,
+    dst: np.ndarray | None = None,
+) -> np.ndarray:
+    """``matrix @ pixel + offset`` for every pixel, plus noise; rounded to uint8."""
+    channels = matrix.shape[0]
+    affine = np.concatenate([matrix, np.full((channels, 1), offset, np.float32)], 1)
+    image = _plane(image)
+    if seed is None:
+        return cv2.transform(image, affine, dst=dst)  # rounds to nearest and saturates
+    x = cv2.transform(image.astype(np.float32), affine)
+    rng = np.random.Generator(np.random.Philox(key=seed.astype(np.int64).view(np.uint64)))
+    x += rng.standard_normal(x.shape, np.float32) * np.float32(noise_std)
+    out = np.clip(x + 0.5, 0, 255).astype(np.uint8)
+    if dst is not None:
+        dst[...] = out.reshape(dst.shape)
+        return dst
+    return out
