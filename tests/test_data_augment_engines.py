@@ -102,3 +102,26 @@ def test_load_gives_the_same_batches_with_either_engine(tmp_path, task):
         assert cv_images.dtype == np.uint8 and cv_images.shape == tf_images.shape
         np.testing.assert_array_equal(cv_targets, tf_targets)
         assert np.abs(cv_images.astype(int) - tf_images.astype(int)).max() <= 1
+
+
+def test_output_buffers_are_reused_only_after_tensorflow_lets_go():
+    from tfpipe.data.augment_cv import _BufferPool
+
+    pool = _BufferPool(per_shape=3)
+
+    def fill(value: np.ndarray) -> np.ndarray:
+        out = pool.take((2, 8, 8, 3))
+        out[...] = value
+        return out
+
+    ds = tf.data.Dataset.range(12).map(
+        lambda i: tf.numpy_function(fill, [tf.cast(i, tf.uint8)], tf.uint8),
+        num_parallel_calls=4,
+    )
+    held = list(ds)  # every output alive at once: none may be overwritten
+    assert [int(t.numpy().min()) for t in held] == list(range(12))
+    assert [int(t.numpy().max()) for t in held] == list(range(12))
+    del held
+    for k, t in enumerate(ds):  # one at a time: the pool's arrays come round again
+        assert int(t.numpy().min()) == int(t.numpy().max()) == k
+    assert len(pool._free[(2, 8, 8, 3)]) == 3
