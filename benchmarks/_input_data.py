@@ -265,6 +265,17 @@ def markdown(r: dict) -> str:
         + ", ".join(f"{x:.0f}" for x in rss["rss_mb_after_each_epoch"])
         + f"; growth {rss['growth_pct']:.1f} % (median of the last 3 epochs against the "
         f"first 3; last against first: {rss['last_vs_first_pct']:.1f} %).",
+    ]
+    arena = r.get("rss_malloc_arena_max_2")
+    if arena is not None:
+        lines += [
+            "",
+            "The same in a fresh process with `MALLOC_ARENA_MAX=2` (at most two glibc heap "
+            "arenas instead of one per thread, which the tf.data threads spread over): "
+            + ", ".join(f"{x:.0f}" for x in arena["rss_mb_after_each_epoch"])
+            + f"; growth {arena['growth_pct']:.1f} %.",
+        ]
+    lines += [
         "",
         "Augmentation cost per 256 x 256 tile (one op at a time, serial map, one thread), "
         "for both engines: TensorFlow ops per tile (`augment.engine: tensorflow`) and "

@@ -87,6 +87,9 @@ def main() -> None:
         "ratios": ratios(throughput),
         "time_to_first_batch_s": ttfb,
         "rss": rss_over_epochs(data, p["epochs"]),
+        # glibc gives each thread its own heap arena; with tf.data's many threads
+        # the heap grows by fragments for a while. Two arenas show the pipeline's own use.
+        "rss_malloc_arena_max_2": rss_over_epochs(data, p["epochs"], {"MALLOC_ARENA_MAX": "2"}),
         "augment_op_cost_us": op_costs(data, p["op_images"]),
     }
     report["targets"] = check_targets(report)
@@ -189,7 +192,7 @@ def time_to_first_batch(data: Any) -> dict:
     return out
 
 
-def rss_over_epochs(data: Any, epochs: int) -> dict:
+def rss_over_epochs(data: Any, epochs: int, env: dict[str, str] | None = None) -> dict:
     """RSS after every epoch of the full pipeline (a new iterator per epoch, as Keras does).
 
     Measured in a fresh process: in this one, the variants timed before (PyTorch
@@ -197,16 +200,19 @@ def rss_over_epochs(data: Any, epochs: int) -> dict:
     theirs, not the pipeline's. Single readings swing by a few percent as
     TensorFlow's allocator keeps or returns buffers, so growth compares the
     median of the last three epochs with the median of the first three
-    (``last_vs_first_pct`` is the raw figure).
+    (``last_vs_first_pct`` is the raw figure). ``env``: extra environment
+    variables for the child (e.g. ``MALLOC_ARENA_MAX``).
     """
     config = json.dumps(data.input_config.model_dump(mode="json"))
     args = [sys.executable, __file__, "--rss-child", str(data.records), str(epochs), config]
-    done = subprocess.run(args, check=True, capture_output=True, text=True)
+    child_env = {**os.environ, **(env or {})}
+    done = subprocess.run(args, check=True, capture_output=True, text=True, env=child_env)
     mb = json.loads(done.stdout.strip().splitlines()[-1])
     first, last = statistics.median(mb[:3]), statistics.median(mb[-3:])
     return {
         "epochs": epochs,
         "process": "fresh",
+        "env": env or {},
         "rss_mb_after_each_epoch": mb,
         "growth_pct": 100.0 * (last - first) / first,
         "last_vs_first_pct": 100.0 * (mb[-1] - mb[0]) / mb[0],
