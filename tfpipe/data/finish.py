@@ -47,6 +47,9 @@ class Finisher:
         if not self.training:
             image, mask = center_crop(element["image"], mask, self.size)
             return image, (mask if self.segmentation else element["target"]), element["id"]
+        if not self.augmenter.ops:
+            # Nothing to draw: no seed salting either (tiles already have the output size).
+            return element["image"], element["target"], element["id"]
         # The record id makes the seed differ between tf.data service workers
         # that share (epoch key, position).
         salt = tf.strings.to_hash_bucket_fast(element["id"], 1 << 62)
