@@ -219,20 +219,24 @@ def markdown(r: dict) -> str:
         f"{r['machine']['tensorflow']}. Command: `python benchmarks/bench_input.py"
         f"{' --quick' if r['quick'] else ''}`.",
         "",
-        "| variant | images/s (median) | min - max | full ÷ variant | CPU ms/image "
-        "| full ÷ variant by CPU time |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| variant | images/s (median) | min - max | full ÷ variant | per round "
+        "| CPU ms/image | full ÷ variant by CPU time |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, v in t.items():
         ratio = r["ratios"].get(f"full / {name}", 1.0)
+        rounds = r["ratios"].get(f"full / {name}, rounds", [1.0])
         by_cpu = r["ratios"].get(f"cpu: full / {name}", 1.0)
         lines.append(
             f"| {name} | {v['images_per_s']:.1f} | {v['min']:.1f} - {v['max']:.1f} | "
-            f"{ratio:.2f} | {v['cpu_ms_per_image']:.2f} | {by_cpu:.2f} |"
+            f"{ratio:.2f} | {min(rounds):.2f} - {max(rounds):.2f} | "
+            f"{v['cpu_ms_per_image']:.2f} | {by_cpu:.2f} |"
         )
     lines += [
         "",
-        "`full ÷ variant` > 1: the full pipeline is faster. The CPU-time column is the "
+        "`full ÷ variant` > 1: the full pipeline is faster. It is the median over rounds "
+        "of each round's ratio (a round times every variant back to back; `per round` "
+        "gives their range). The CPU-time column is the "
         "ratio an idle, CPU-bound machine would give (process CPU time per image; for "
         "torch including its worker processes).",
     ]

@@ -23,7 +23,7 @@ Results: ``benchmarks/results/input.json`` and ``input.md``
 (``input-quick.*`` with ``--quick``).
 
 Usage:
-    python benchmarks/bench_input.py            # ~600 tiles, 3 rounds, 10 epochs of RSS
+    python benchmarks/bench_input.py            # ~600 tiles, 5 rounds, 10 epochs of RSS
     python benchmarks/bench_input.py --quick    # tiny data, 1 round: a smoke run
 """
 
@@ -49,7 +49,7 @@ import psutil  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 RESULTS = HERE / "results"
-FULL = dict(slides=6, size=12288, rounds=3, batches=30, slow_batches=6, epochs=10, op_images=640)
+FULL = dict(slides=6, size=12288, rounds=5, batches=30, slow_batches=6, epochs=10, op_images=640)
 QUICK = dict(slides=2, size=4096, rounds=1, batches=4, slow_batches=2, epochs=6, op_images=64)
 BATCH, WARMUP = 16, 2
 TARGETS = {  # name: (minimum or maximum, value)
@@ -144,6 +144,7 @@ def interleaved_rounds(variants: dict[str, Callable[[], Iterator[Any]]], p: dict
             "max": max(rates),
             "cpu_ms_per_image": statistics.median(r["cpu_ms_per_image"] for r in rs),
             "batches_timed": rs[0]["batches"],
+            "rounds": rates,
         }
     return out
 
@@ -246,14 +247,19 @@ def op_costs(data: Any, images: int) -> dict:
 def ratios(t: dict) -> dict:
     """Throughput ratios, plus the same ratios from CPU time per image.
 
+    Each wall-clock ratio is the median over rounds of that round's ratio: a
+    round times every variant back to back, so a slow spell on the shared
+    machine moves both sides of its ratio (``full / x, rounds`` lists them).
     The CPU-time figures (``cpu: ...``) are what the ratios would be if every
-    variant were CPU-bound on an otherwise idle machine; they move less than
-    wall-clock figures when other processes share the cores.
+    variant were CPU-bound on an otherwise idle machine.
     """
-    full, full_cpu = t["full"]["images_per_s"], t["full"]["cpu_ms_per_image"]
-    out = {f"full / {name}": full / v["images_per_s"] for name, v in t.items() if name != "full"}
+    full, full_cpu = t["full"]["rounds"], t["full"]["cpu_ms_per_image"]
+    out: dict = {}
     for name, v in t.items():
         if name != "full":
+            per_round = [f / x for f, x in zip(full, v["rounds"], strict=True)]
+            out[f"full / {name}"] = statistics.median(per_round)
+            out[f"full / {name}, rounds"] = [round(r, 3) for r in per_round]
             out[f"cpu: full / {name}"] = v["cpu_ms_per_image"] / full_cpu
     return out
 
