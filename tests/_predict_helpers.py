@@ -31,10 +31,13 @@ def make_slide(path: Path, shape: tuple[int, int], seed: int = 0) -> np.ndarray:
 
 
 def pointwise_model(size: int | None = None):
-    """A Keras model whose probability depends on each pixel alone: sigmoid(20 (B - R) / 255).
+    """A Keras model whose probability depends on each pixel alone: sigmoid(30 (B - R) / 255 - 2).
 
     Pointwise models commute with flips and rotations, so TTA must not change
-    their stitched output (if each prediction is inverted correctly).
+    their stitched output (if each prediction is inverted correctly). The bias
+    keeps white background (B == R) clearly below 0.5: at exactly sigmoid(0)
+    float rounding decided whether it came out 0.5 or 0.5000001, i.e. negative
+    or positive, depending on the CPU's kernels.
     """
     import keras
 
@@ -42,7 +45,8 @@ def pointwise_model(size: int | None = None):
     x = keras.layers.Rescaling(1 / 255.0)(inputs)
     conv = keras.layers.Conv2D(1, 1, activation="sigmoid")
     out = conv(x)
-    conv.set_weights([np.array([-20.0, 0.0, 20.0], np.float32).reshape(1, 1, 3, 1), np.zeros(1)])
+    kernel = np.array([-30.0, 0.0, 30.0], np.float32).reshape(1, 1, 3, 1)
+    conv.set_weights([kernel, np.full(1, -2.0)])
     return keras.Model(inputs, out)
 
 
