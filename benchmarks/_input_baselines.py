@@ -95,17 +95,26 @@ def onthefly_dataset(data_dir: Path, data_cfg: Any, batch_size: int) -> Any:
     return tf.data.Dataset.from_generator(tiles, output_signature=signature).batch(batch_size)
 
 
-def export_pngs(dataset: Any, folder: Path) -> list[tuple[Path, Path]]:
-    """Write every (image, mask) of a batched dataset as PNG files; return the pairs."""
+def export_pngs(shards: Any, folder: Path) -> list[tuple[Path, Path]]:
+    """Write each record's encoded image and mask (``shards``: a ``ShardSet``) as PNG files.
+
+    Byte for byte, so that both loaders decode exactly the same PNG streams.
+    Returns the (image, mask) path pairs.
+    """
+    import tensorflow as tf
+
+    from tfpipe.records import format as fmt
+
     folder.mkdir(parents=True, exist_ok=True)
     pairs = []
-    for images, masks in dataset:
-        for image, mask in zip(images.numpy(), masks.numpy(), strict=True):
-            i = len(pairs)
-            pair = (folder / f"{i:05d}-image.png", folder / f"{i:05d}-mask.png")
-            cv2.imwrite(str(pair[0]), image[..., ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 1])
-            cv2.imwrite(str(pair[1]), mask[..., 0], [cv2.IMWRITE_PNG_COMPRESSION, 1])
-            pairs.append(pair)
+    compression = "GZIP" if shards.compression == "gzip" else ""
+    for serialized in tf.data.TFRecordDataset(list(shards.paths), compression):
+        feature = tf.train.Example.FromString(serialized.numpy()).features.feature
+        i = len(pairs)
+        pair = (folder / f"{i:05d}-image.png", folder / f"{i:05d}-mask.png")
+        pair[0].write_bytes(feature[fmt.IMAGE_ENCODED].bytes_list.value[0])
+        pair[1].write_bytes(feature[fmt.MASK_ENCODED].bytes_list.value[0])
+        pairs.append(pair)
     return pairs
 
 

@@ -56,7 +56,6 @@ class BenchData:
 
 def prepare(work: Path, slides: int, size: int) -> BenchData:
     """Demo slides -> records (cached in ``work``), PNG copies of the tiles for PyTorch."""
-    import tfpipe.data as td
     from tfpipe.config import load_experiment
     from tfpipe.data.pipeline import resolve_config
     from tfpipe.data.plan import plan_input
@@ -90,8 +89,7 @@ def prepare(work: Path, slides: int, size: int) -> BenchData:
         folder = work / "png"
         pairs = sorted(folder.glob("*-image.png"))
         if len(pairs) != plan.num_records:
-            val = td.load(records, training=False, batch_size=BATCH)
-            data.png_pairs = export_pngs(val, folder)
+            data.png_pairs = export_pngs(plan.shards, folder)
         else:
             data.png_pairs = [(p, p.with_name(p.name.replace("image", "mask"))) for p in pairs]
     _check_colour_matrix()
@@ -278,6 +276,15 @@ def markdown(r: dict) -> str:
             "arenas instead of one per thread, which the tf.data threads spread over): "
             + ", ".join(f"{x:.0f}" for x in arena["rss_mb_after_each_epoch"])
             + f"; growth {arena['growth_pct']:.1f} %.",
+        ]
+    trimmed = r.get("rss_malloc_trim")
+    if trimmed is not None:
+        lines += [
+            "",
+            "The same with glibc's `malloc_trim(0)` after each epoch (free heap returned to "
+            "the OS, so RSS is what the process still holds): "
+            + ", ".join(f"{x:.0f}" for x in trimmed["rss_mb_after_each_epoch"])
+            + f"; growth {trimmed['growth_pct']:.1f} %.",
         ]
     lines += [
         "",

@@ -17,8 +17,10 @@ times a fixed number of batches. Variants:
 * ``torch``: PyTorch DataLoader, 2 workers, the same tiles as PNG files.
 
 Also: time to first batch (``load()`` + first batch, first call in the
-process and a later one), RSS over epochs of the full pipeline, and the CPU
-cost of every augmentation op (serial map, one thread, on decoded tiles).
+process and a later one), RSS over epochs of the full pipeline (as is, with
+``MALLOC_ARENA_MAX=2``, and with the free heap returned to the OS after each
+epoch), and the CPU cost of every augmentation op (serial map, one thread, on
+decoded tiles).
 Results: ``benchmarks/results/input.json`` and ``input.md``
 (``input-quick.*`` with ``--quick``).
 
@@ -30,6 +32,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import statistics
@@ -52,6 +55,7 @@ RESULTS = HERE / "results"
 FULL = dict(slides=6, size=12288, rounds=5, batches=30, slow_batches=6, epochs=10, op_images=640)
 QUICK = dict(slides=2, size=4096, rounds=1, batches=4, slow_batches=2, epochs=6, op_images=64)
 BATCH, WARMUP = 16, 2
+TRIM_ENV = "TFPIPE_BENCH_MALLOC_TRIM"  # set: the RSS child calls glibc's malloc_trim(0) per epoch
 TARGETS = {  # name: (minimum or maximum, value)
     "full / decode_only": ("min", 0.9),
     "full / torch": ("min", 2.5),
@@ -90,6 +94,8 @@ def main() -> None:
         # glibc gives each thread its own heap arena; with tf.data's many threads
         # the heap grows by fragments for a while. Two arenas show the pipeline's own use.
         "rss_malloc_arena_max_2": rss_over_epochs(data, p["epochs"], {"MALLOC_ARENA_MAX": "2"}),
+        # Heap returned to the OS after each epoch: what is left is what the pipeline holds.
+        "rss_malloc_trim": rss_over_epochs(data, p["epochs"], {TRIM_ENV: "1"}),
         "augment_op_cost_us": op_costs(data, p["op_images"]),
     }
     report["targets"] = check_targets(report)
@@ -226,10 +232,13 @@ def rss_child(records: str, epochs: int, config: str) -> None:
     from tfpipe.config import InputConfig
 
     ds = td.load(records, config=InputConfig.model_validate(json.loads(config)))
+    trim = ctypes.CDLL("libc.so.6").malloc_trim if os.environ.get(TRIM_ENV) else None
     mb = []
     for _ in tqdm(range(epochs), desc="RSS epochs", unit="epoch"):
         for _batch in ds:
             pass
+        if trim is not None:
+            trim(0)
         mb.append(psutil.Process().memory_info().rss / 2**20)
     print(json.dumps(mb))
 

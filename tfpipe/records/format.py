@@ -65,6 +65,14 @@ def encode_image(array: np.ndarray, encoding: str, quality: int = 95) -> bytes:
 
     OpenCV does the encoding (it releases the GIL and is faster than PIL);
     it expects BGR, hence the channel flip for 3-channel images.
+
+    PNG rows use the "up" filter only, not libpng's adaptive choice, which
+    often picks Paeth, the slowest filter to undo: decoding, the largest cost
+    of every training step's input, is 15-40 % faster for the same size within
+    5 %, and tfpipe.data.load delivers 1.15-1.25x the images/s (demo tiles:
+    2.0 -> 1.6 ms, 107 -> 108.5 kB; a real immunohistochemistry image: 2.3 ->
+    1.7 ms, 118 kB both; ``python benchmarks/bench_png_filter.py``). Any PNG
+    decoder reads them; the record format is unchanged.
     """
     import cv2
 
@@ -74,7 +82,8 @@ def encode_image(array: np.ndarray, encoding: str, quality: int = 95) -> bytes:
         return np.ascontiguousarray(array).tobytes()
     bgr = array[..., ::-1] if array.ndim == 3 and array.shape[2] == 3 else array
     if encoding == "png":
-        ok, buf = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        params = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP]
+        ok, buf = cv2.imencode(".png", bgr, params)
     elif encoding == "jpeg":
         ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
     else:
