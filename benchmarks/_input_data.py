@@ -27,6 +27,15 @@ OPS: dict[str, dict[str, Any]] = {
 }
 
 
+# Extra RSS measurements of the report and how each one differs from the plain one.
+RSS_VARIANTS = {
+    "rss_malloc_arena_max_2": "in a fresh process with `MALLOC_ARENA_MAX=2` (at most two glibc "
+    "heap arenas instead of one per thread, which the tf.data threads spread over)",
+    "rss_malloc_trim": "with glibc's `malloc_trim(0)` after each epoch (free heap returned to "
+    "the OS, so RSS is what the process still holds)",
+}
+
+
 @dataclass
 class BenchData:
     """Everything the variants read, built once per work folder."""
@@ -268,24 +277,10 @@ def markdown(r: dict) -> str:
         + f"; growth {rss['growth_pct']:.1f} % (median of the last 3 epochs against the "
         f"first 3; last against first: {rss['last_vs_first_pct']:.1f} %).",
     ]
-    arena = r.get("rss_malloc_arena_max_2")
-    if arena is not None:
-        lines += [
-            "",
-            "The same in a fresh process with `MALLOC_ARENA_MAX=2` (at most two glibc heap "
-            "arenas instead of one per thread, which the tf.data threads spread over): "
-            + ", ".join(f"{x:.0f}" for x in arena["rss_mb_after_each_epoch"])
-            + f"; growth {arena['growth_pct']:.1f} %.",
-        ]
-    trimmed = r.get("rss_malloc_trim")
-    if trimmed is not None:
-        lines += [
-            "",
-            "The same with glibc's `malloc_trim(0)` after each epoch (free heap returned to "
-            "the OS, so RSS is what the process still holds): "
-            + ", ".join(f"{x:.0f}" for x in trimmed["rss_mb_after_each_epoch"])
-            + f"; growth {trimmed['growth_pct']:.1f} %.",
-        ]
+    for key, how in RSS_VARIANTS.items():
+        if r.get(key) is not None:
+            mb = ", ".join(f"{x:.0f}" for x in r[key]["rss_mb_after_each_epoch"])
+            lines += ["", f"The same {how}: {mb}; growth {r[key]['growth_pct']:.1f} %."]
     lines += [
         "",
         "Augmentation cost per 256 x 256 tile (one op at a time, serial map, one thread), "
