@@ -103,18 +103,19 @@ def export_pngs(shards: Any, folder: Path) -> list[tuple[Path, Path]]:
     """
     import tensorflow as tf
 
+    from tfpipe.bench.reencode import read_records
     from tfpipe.records import format as fmt
 
     folder.mkdir(parents=True, exist_ok=True)
     pairs = []
-    compression = "GZIP" if shards.compression == "gzip" else ""
-    for serialized in tf.data.TFRecordDataset(list(shards.paths), compression):
-        feature = tf.train.Example.FromString(serialized.numpy()).features.feature
-        i = len(pairs)
-        pair = (folder / f"{i:05d}-image.png", folder / f"{i:05d}-mask.png")
-        pair[0].write_bytes(feature[fmt.IMAGE_ENCODED].bytes_list.value[0])
-        pair[1].write_bytes(feature[fmt.MASK_ENCODED].bytes_list.value[0])
-        pairs.append(pair)
+    for path in shards.paths:
+        for serialized in read_records(Path(path), shards.compression):
+            feature = tf.train.Example.FromString(serialized).features.feature
+            i = len(pairs)
+            pair = (folder / f"{i:05d}-image.png", folder / f"{i:05d}-mask.png")
+            pair[0].write_bytes(feature[fmt.IMAGE_ENCODED].bytes_list.value[0])
+            pair[1].write_bytes(feature[fmt.MASK_ENCODED].bytes_list.value[0])
+            pairs.append(pair)
     return pairs
 
 

@@ -65,13 +65,18 @@ TARGETS = {  # name: (minimum or maximum, value)
 }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parse_args(doc: str) -> argparse.Namespace:
+    """``--quick`` and ``--work``, shared with the other scripts that use these records."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny data, one round")
     parser.add_argument(
         "--work", type=Path, default=Path(tempfile.gettempdir()) / "tfpipe-bench-input"
     )
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args(__doc__)
     p = QUICK if args.quick else FULL
     load_before = os.getloadavg()
     import tensorflow as tf
@@ -114,8 +119,7 @@ def make_variants(data: Any) -> dict[str, Callable[[], Iterator[Any]]]:
     geometric = cfg.augment.model_copy(
         update=dict(brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0, noise_std=0.0)
     )
-    off = cfg.augment.model_copy(update=dict(flip=False, rot90=False))
-    off = off.model_copy(update=dict(brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0))
+    off = augment_off(cfg.augment)
 
     def tfpipe_iter(augment: Any) -> Callable[[], Iterator[Any]]:
         return lambda: iter(td.load(data.records, config=cfg, augment=augment).repeat())
@@ -132,6 +136,13 @@ def make_variants(data: Any) -> dict[str, Callable[[], Iterator[Any]]]:
     if torch_loader is not None:
         variants["torch"] = lambda: base.cycle(torch_loader)
     return variants
+
+
+def augment_off(augment: Any) -> Any:
+    """``augment`` with every op of kidney.yaml switched off: the decode-only ceiling."""
+    return augment.model_copy(
+        update=dict(flip=False, rot90=False, brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0)
+    )
 
 
 def interleaved_rounds(variants: dict[str, Callable[[], Iterator[Any]]], p: dict) -> dict:

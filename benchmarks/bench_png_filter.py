@@ -22,11 +22,10 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
+import itertools
 import json
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -95,6 +94,7 @@ def rewrite_records(src: Any, name: str, out: Path) -> Path:
     """A copy of the records whose tile PNGs are re-encoded with filter ``name``."""
     import tensorflow as tf
 
+    from tfpipe.bench.reencode import read_records
     from tfpipe.records import format as fmt
     from tfpipe.records.manifest import ShardInfo, write_manifest
     from tfpipe.records.writer import ShardWriter, frame_record
@@ -103,9 +103,8 @@ def rewrite_records(src: Any, name: str, out: Path) -> Path:
     shards = []
     for info in src.shards:
         with ShardWriter(out / info.path, src.compression) as writer:
-            kind = "GZIP" if src.compression == "gzip" else ""
-            for record in tf.data.TFRecordDataset(str(src.root / info.path), kind):
-                example = tf.train.Example.FromString(record.numpy())
+            for record in read_records(src.root / info.path, src.compression):
+                example = tf.train.Example.FromString(record)
                 field = example.features.feature[fmt.IMAGE_ENCODED].bytes_list
                 tile = cv2.imdecode(np.frombuffer(field.value[0], np.uint8), cv2.IMREAD_UNCHANGED)
                 field.value[0] = cv2.imencode(".png", tile, png_params(name))[1].tobytes()
@@ -117,20 +116,16 @@ def rewrite_records(src: Any, name: str, out: Path) -> Path:
 
 
 def first_tiles(src: Any, n: int) -> list[bytes]:
-    """The encoded tile PNGs of the first ``n`` records."""
+    """The encoded tile PNGs of the first ``n`` records, shard after shard."""
     import tensorflow as tf
 
+    from tfpipe.bench.reencode import read_records
     from tfpipe.records import format as fmt
 
-    paths = [str(src.root / s.path) for s in src.shards]
-    kind = "GZIP" if src.compression == "gzip" else ""
-    records = tf.data.TFRecordDataset(paths, kind).take(n)
-    return [
-        tf.train.Example.FromString(r.numpy())
-        .features.feature[fmt.IMAGE_ENCODED]
-        .bytes_list.value[0]
-        for r in records
-    ]
+    shards = (read_records(src.root / s.path, src.compression) for s in src.shards)
+    records = itertools.islice(itertools.chain.from_iterable(shards), n)
+    features = (tf.train.Example.FromString(r).features.feature for r in records)
+    return [f[fmt.IMAGE_ENCODED].bytes_list.value[0] for f in features]
 
 
 def pipeline_rounds(data: Any, folders: dict[str, Path], p: dict) -> dict:
@@ -138,9 +133,7 @@ def pipeline_rounds(data: Any, folders: dict[str, Path], p: dict) -> dict:
     import tfpipe.data as td
 
     cfg = data.input_config
-    off = cfg.augment.model_copy(
-        update=dict(flip=False, rot90=False, brightness=0.0, contrast=0.0)
-    ).model_copy(update=dict(saturation=0.0, hue=0.0))
+    off = bi.augment_off(cfg.augment)
     variants = {
         f"{mode} / {name}": (
             lambda f=folder, a=aug: iter(td.load(f, config=cfg, augment=a).repeat())
@@ -206,12 +199,7 @@ def write_markdown(report: dict, path: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny data, one round")
-    parser.add_argument(
-        "--work", type=Path, default=Path(tempfile.gettempdir()) / "tfpipe-bench-input"
-    )
-    args = parser.parse_args()
+    args = bi.parse_args(__doc__)
     p = bi.QUICK if args.quick else bi.FULL
     load_before = bi.os.getloadavg()
     import tensorflow as tf

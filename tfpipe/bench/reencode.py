@@ -81,8 +81,8 @@ def reencode_subset(
     return out
 
 
-def read_records(path: Path, compression: str, limit: int) -> Iterator[bytes]:
-    """The first ``limit`` serialized records of one shard."""
+def read_records(path: Path, compression: str, limit: int = -1) -> Iterator[bytes]:
+    """The first ``limit`` serialized records of one shard (all of them with -1)."""
     import tensorflow as tf
 
     kind = "GZIP" if compression == "gzip" else ""
