@@ -105,9 +105,9 @@ def test_load_gives_the_same_batches_with_either_engine(tmp_path, task):
 
 
 def test_output_buffers_are_reused_only_after_tensorflow_lets_go():
-    from tfpipe.data.augment_cv import _BufferPool
+    from tfpipe.data.buffers import BufferPool
 
-    pool = _BufferPool(per_shape=3)
+    pool = BufferPool(per_shape=3)
 
     def fill(value: np.ndarray) -> np.ndarray:
         out = pool.take((2, 8, 8, 3))

@@ -2,15 +2,15 @@
 
 ``tfpipe.data.load`` runs, for training::
 
-    read_shards ─▶ shuffle ─▶ batch ─▶ parse_batch ─▶ unbatch ─▶ map(decode_element + Augmenter)
-      ─▶ batch ─▶ prefetch
+    read_shards ─▶ shuffle ─▶ batch ─▶ parse_batch (+ decode_batch: PNG) ─▶ unbatch
+      ─▶ map([decode_element: JPEG, raw] + Augmenter) ─▶ batch ─▶ prefetch
 
 The bench times the prefix of that chain after each step:
 
 ======== ===================================================================
 read     ``read_shards`` (shard shuffle, parallel interleave) + record shuffle
 parse    + the vectorised parse (``parse_batch`` on batches, then unbatch)
-decode   + ``decode_element`` in a parallel map
+decode   + ``decode_batch`` in the parse map (PNG), or ``decode_element`` in a parallel map
 augment  + the experiment's augmentation as load does it (per element, or per batch with OpenCV)
 batch    ``tfpipe.data.pipeline.build_dataset`` with prefetch off
 prefetch ``build_dataset`` as ``load()`` returns it — the pipeline figure
@@ -167,7 +167,7 @@ def compose(sp: StagePlan, until: str, *, parallel: bool = True, vectorised: boo
     """
     import tensorflow as tf
 
-    from tfpipe.data.decode import decode_element, parse_batch, parse_spec
+    from tfpipe.data.decode import decode_batch, decode_element, parse_batch, parse_spec
     from tfpipe.data.shards import read_shards
 
     cfg, layout = sp.cfg, sp.plan.layout
@@ -179,28 +179,39 @@ def compose(sp: StagePlan, until: str, *, parallel: bool = True, vectorised: boo
         ds = ds.shuffle(cfg.shuffle_buffer, seed=cfg.seed)
     if until == "read":
         return ds
+    # PNG tiles are decoded in the parse step's batched map, as load() does.
+    batch_decode = vectorised and _batch_decode(sp)
     if vectorised:
-        batched = ds.batch(cfg.batch_size)
-        ds = batched.map(lambda s: parse_batch(s, layout), **order).unbatch()
+
+        def parse(serialized: Any) -> Any:
+            features = parse_batch(serialized, layout)
+            return decode_batch(features, layout) if batch_decode and until != "parse" else features
+
+        ds = ds.batch(cfg.batch_size).map(parse, **order).unbatch()
     else:
         spec = parse_spec(layout)
         ds = ds.map(lambda s: tf.io.parse_single_example(s, spec), **order)
     if until == "parse":
         return ds
+    decode = (lambda f: f) if batch_decode else (lambda f: decode_element(f, layout))
     if until == "decode":
-        return ds.map(lambda f: decode_element(f, layout), **order)
+        return ds if batch_decode else ds.map(decode, **order)
     from tfpipe.data.finish import Finisher
 
     finish = Finisher(sp.plan, cfg, training=True)
     # Per-element seeds [seed, position], as load() derives them (values do not change cost).
     seeds = tf.data.Dataset.counter().map(lambda i: tf.stack([tf.constant(cfg.seed, tf.int64), i]))
-    ds = tf.data.Dataset.zip(ds, seeds).map(
-        lambda f, s: finish(decode_element(f, layout), s), **order
-    )
+    ds = tf.data.Dataset.zip(ds, seeds).map(lambda f, s: finish(decode(f), s), **order)
     if finish.batched:
         # The OpenCV engine augments whole batches, as load() does.
         ds = ds.batch(cfg.batch_size).map(finish.augment_batch, **order).unbatch()
     return ds.map(lambda image, target, *_: (image, target))
+
+
+def _batch_decode(sp: StagePlan) -> bool:
+    from tfpipe.data.plan import decode_engine
+
+    return decode_engine(sp.cfg, sp.plan.layout, training=True) == "numpy"
 
 
 def cumulative_stages(sp: StagePlan) -> list[Stage]:
@@ -224,7 +235,8 @@ def cumulative_stages(sp: StagePlan) -> list[Stage]:
             prefix("decode"),
             True,
             sp.tile_bytes,
-            f"{sp.plan.layout.encoding} decode, parallel map",
+            f"{sp.plan.layout.encoding} decode, "
+            + ("batched in the parse map" if _batch_decode(sp) else "parallel map"),
         ),
         Stage(
             "augment",

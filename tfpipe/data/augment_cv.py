@@ -27,7 +27,6 @@ engine there.
 from __future__ import annotations
 
 import functools
-import sys
 import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -36,10 +35,12 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
+from tfpipe.data.buffers import OUTPUTS
+from tfpipe.data.exit import release_iterators_at_exit
+
 if TYPE_CHECKING:
     from tfpipe.data.augment import Augmenter
 
-_ALIGN = 64  # bytes: TensorFlow's alignment for tensor buffers (EIGEN_MAX_ALIGN_BYTES)
 # OpenCV flip codes for [reverse rows, reverse columns].
 _FLIP_CODES = {(True, False): 0, (False, True): 1, (True, True): -1}
 
@@ -48,6 +49,7 @@ def apply_batch(
     aug: Augmenter, images: tf.Tensor, masks: tf.Tensor | None, draws: dict[str, tf.Tensor]
 ) -> tuple[tf.Tensor, tf.Tensor | None]:
     """Augment ``[B, H, W, C]`` ``uint8`` tiles (and masks) with batched ``draws``."""
+    release_iterators_at_exit()
     b, c = tf.shape(images)[0], images.shape[-1]
 
     def given(key: str, dtype: tf.DType) -> tf.Tensor:
@@ -100,9 +102,9 @@ def augment_tiles(
     writes straight into the output batch: every pass over the pixels counts.
     """
     n, c = images.shape[0], images.shape[-1]
-    out = _OUTPUTS.take((n, size, size, c))
+    out = OUTPUTS.take((n, size, size, c))
     has_masks = masks.ndim == 4
-    out_masks = _OUTPUTS.take((n, size, size, masks.shape[-1])) if has_masks else masks
+    out_masks = OUTPUTS.take((n, size, size, masks.shape[-1])) if has_masks else masks
     # Per-tile Python work counts too (~60 µs of ~270 µs per tile before these):
     # convert the draws once per batch, and build every affine matrix at once.
     box_list = boxes.tolist() if boxes.shape[1] else None
@@ -153,49 +155,6 @@ def _scratch(shape: tuple[int, ...]) -> np.ndarray:
     if buffer is None or buffer.shape != shape:
         buffer = _SCRATCH.buffer = np.empty(shape, np.uint8)
     return buffer
-
-
-class _BufferPool:
-    """Output batches reused once TensorFlow has let go of them.
-
-    TensorFlow wraps a returned 64-byte-aligned array as the output tensor
-    without copying (NumPy's own 16-byte-aligned allocations it copies: one
-    more pass over every pixel). A fresh array per batch costs page faults
-    instead (~40 per tile, ~4% of the pipeline's CPU time on the reference
-    machine), so arrays are kept and handed out again when nothing but the
-    pool refers to them, neither the array nor its base: a tensor that still
-    wraps one holds a reference.
-    """
-
-    def __init__(self, per_shape: int = 16) -> None:
-        self.per_shape = per_shape
-        self._free: dict[tuple[int, ...], list[np.ndarray]] = {}
-        self._lock = threading.Lock()
-
-    def take(self, shape: tuple[int, ...]) -> np.ndarray:
-        """An aligned ``uint8`` array of ``shape`` that nobody else holds."""
-        with self._lock:
-            arrays = self._free.setdefault(shape, [])
-            for array in arrays:
-                # References: the pool's list, `array`, getrefcount's argument;
-                # the base: `array`'s view of it and getrefcount's argument.
-                if sys.getrefcount(array) == 3 and sys.getrefcount(array.base) == 2:
-                    return array
-            array = _aligned_empty(shape)
-            if len(arrays) < self.per_shape:
-                arrays.append(array)
-            return array
-
-
-def _aligned_empty(shape: tuple[int, ...]) -> np.ndarray:
-    """A ``uint8`` array whose data starts on a 64-byte boundary (a view of a larger one)."""
-    size = int(np.prod(shape))
-    raw = np.empty(size + _ALIGN, np.uint8)
-    start = -raw.ctypes.data % _ALIGN
-    return raw[start : start + size].reshape(shape)
-
-
-_OUTPUTS = _BufferPool()
 
 
 def _empty(mask: np.ndarray) -> bool:

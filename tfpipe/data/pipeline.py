@@ -3,9 +3,13 @@
 Training pipeline (each stage redrawn every epoch, reproducible per seed)::
 
     shard list, shuffled ─▶ interleave(TFRecordDataset, parallel) ─▶ [balance]
-      ─▶ shuffle(serialized records) ─▶ + per-element seed ─▶ batch ─▶ parse_example
-      ─▶ unbatch ─▶ map(decode + draw augmentation, parallel) ─▶ batch
+      ─▶ shuffle(serialized records) ─▶ + per-element seed ─▶ batch
+      ─▶ map(parse_example + decode the PNG batch, parallel) ─▶ unbatch
+      ─▶ map(draw augmentation, parallel) ─▶ batch
       ─▶ map(augment the batch with OpenCV, parallel) ─▶ [tf.data service] ─▶ prefetch
+
+Behind the tf.data service, and for JPEG or raw records, tiles are decoded
+per element with TensorFlow ops instead (:func:`tfpipe.data.plan.decode_engine`).
 
 With ``augment.engine: tensorflow`` (and always with the tf.data service) the
 augmentation runs as TensorFlow ops in the per-element map instead
@@ -37,9 +41,9 @@ import tensorflow as tf
 
 from tfpipe.config import InputConfig
 from tfpipe.data import balance, service
-from tfpipe.data.decode import decode_element, parse_batch, positive_fraction
+from tfpipe.data.decode import decode_batch, decode_element, parse_batch, positive_fraction
 from tfpipe.data.finish import Finisher
-from tfpipe.data.plan import InputPlan, cache_target, plan_input, resolve_config
+from tfpipe.data.plan import InputPlan, cache_target, decode_engine, plan_input, resolve_config
 from tfpipe.data.shards import read_shards
 from tfpipe.errors import RecordsError
 from tfpipe.records.manifest import Manifest, read_manifest
@@ -183,8 +187,9 @@ def _tiles(
     if training and cfg.shuffle_buffer > 0:
         records = records.shuffle(cfg.shuffle_buffer, seed=cfg.seed)
     seeded = tf.data.Dataset.zip(_seeds(cfg, training), records)
-    return _parse(seeded, plan, cfg, det).map(
-        _plain(lambda f, s: finish(decode_element(f, plan.layout), s)),
+    parsed, decode = _parse(seeded, plan, cfg, training, det)
+    return parsed.map(
+        _plain(lambda f, s: finish(decode(f), s)),
         num_parallel_calls=cfg.parallel_calls or tf.data.AUTOTUNE,
         deterministic=det,
     )
@@ -203,12 +208,10 @@ def _tiles_after_cache(
     calls = cfg.parallel_calls or tf.data.AUTOTUNE
     # Seeds are drawn after the cache (else every epoch would replay epoch 1's).
     unseeded = records.map(_plain(lambda r: (tf.zeros([2], tf.int64), r)))
-    decoded = _parse(unseeded, plan, cfg, det).map(
-        _plain(lambda f, s: decode_element(f, plan.layout)),
-        num_parallel_calls=calls,
-        deterministic=det,
-    )
-    decoded = decoded.cache(cache)
+    parsed, decode = _parse(unseeded, plan, cfg, training, det)
+    decoded = parsed.map(
+        _plain(lambda f, s: decode(f)), num_parallel_calls=calls, deterministic=det
+    ).cache(cache)
     decoded = _sample(decoded, plan, cfg, training, lambda e: e["positive"] > 0)
     if training and cfg.shuffle_buffer > 0:
         decoded = decoded.shuffle(cfg.shuffle_buffer, seed=cfg.seed)
@@ -217,14 +220,26 @@ def _tiles_after_cache(
     )
 
 
-def _parse(pairs: tf.data.Dataset, plan: InputPlan, cfg: InputConfig, det: bool) -> tf.data.Dataset:
-    """(seed, serialized) pairs -> (features, seed) per element, parsed in batches."""
+def _parse(
+    pairs: tf.data.Dataset, plan: InputPlan, cfg: InputConfig, training: bool, det: bool
+) -> tuple[tf.data.Dataset, Callable[[Any], Any]]:
+    """(seed, serialized) pairs -> (features, seed) per element, parsed in batches.
+
+    Returns the dataset and the decoding still to do per element: PNG tiles
+    are decoded in the batched map already (nothing left to do), other tiles
+    by :func:`decode_element` in the caller's per-element map.
+    """
+    layout = plan.layout
+    if decode_engine(cfg, layout, training) == "numpy":
+        step, rest = (lambda s: decode_batch(parse_batch(s, layout), layout)), (lambda e: e)
+    else:
+        step, rest = (lambda s: parse_batch(s, layout)), (lambda f: decode_element(f, layout))
     parsed = pairs.batch(cfg.batch_size).map(
-        _plain(lambda seeds, serialized: (parse_batch(serialized, plan.layout), seeds)),
+        _plain(lambda seeds, serialized: (step(serialized), seeds)),
         num_parallel_calls=cfg.parallel_calls or tf.data.AUTOTUNE,
         deterministic=det,
     )
-    return parsed.unbatch()
+    return parsed.unbatch(), rest
 
 
 def _seeds(cfg: InputConfig, training: bool) -> tf.data.Dataset:
