@@ -31,9 +31,11 @@ Settings can come from an experiment file instead of keywords::
     train = tfpipe.data.load(exp.data.output, folds=[1, 2, 3], config=exp.input)
 
 Modules: ``pipeline`` (``load``, ``split_folds``), ``shards`` (reading),
-``decode``, ``augment`` (random draws, TensorFlow engine), ``augment_cv``
-(OpenCV engine), ``finish`` (per-element tail), ``colour``, ``balance``, ``tta``,
-``service``, ``preprocessing`` (``Normalize``), ``plan`` (request validation).
+``decode`` (parse; PNG batches through :mod:`tfpipe.io.png`), ``augment``
+(random draws, TensorFlow engine), ``augment_cv`` (OpenCV engine), ``buffers``
+(zero-copy outputs of both), ``exit`` (clean interpreter exit), ``finish``
+(per-element tail), ``colour``, ``balance``, ``tta``, ``service``,
+``preprocessing`` (``Normalize``), ``plan`` (request validation).
 """
 
 from tfpipe.config import AugmentConfig, InputConfig
