@@ -26,8 +26,6 @@ Usage:
 
 from __future__ import annotations
 
-import json
-import statistics
 import time
 from collections.abc import Callable
 from typing import Any
@@ -99,20 +97,6 @@ def pipeline_rounds(data: Any, p: dict) -> dict:
     return bi.interleaved_rounds(variants, p)
 
 
-def speedups(throughput: dict) -> dict[str, dict]:
-    """numpy ÷ tensorflow images/s per mode: median of per-round ratios, and by CPU time."""
-    out = {}
-    for mode in ("decode_only", "full"):
-        a, b = (throughput[f"{mode} / {e}"] for e in ENGINES)
-        rounds = [y / x for x, y in zip(a["rounds"], b["rounds"], strict=True)]
-        out[mode] = {
-            "median": statistics.median(rounds),
-            "rounds": rounds,
-            "cpu": a["cpu_ms_per_image"] / b["cpu_ms_per_image"],
-        }
-    return out
-
-
 def write_markdown(report: dict, path: Any) -> None:
     names = list(next(iter(report["codec"].values()))["us"])
     lines = [
@@ -140,48 +124,22 @@ def write_markdown(report: dict, path: Any) -> None:
         "| by CPU time |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    t = report["throughput"]
-    for mode, s in report["speedups"].items():
-        lo, hi = min(s["rounds"]), max(s["rounds"])
-        tf_ips, np_ips = (t[f"{mode} / {e}"]["images_per_s"] for e in ENGINES)
-        lines.append(
-            f"| {mode} | {tf_ips:.0f} | {np_ips:.0f} | {s['median']:.2f} "
-            f"| {lo:.2f} - {hi:.2f} | {s['cpu']:.2f} |"
-        )
+    lines += pf.pipeline_rows(report, *ENGINES)
     path.write_text("\n".join(lines) + "\n")
 
 
 def main() -> None:
-    args = bi.parse_args(__doc__)
-    p = bi.QUICK if args.quick else bi.FULL
-    load_before = bi.os.getloadavg()
-    import tensorflow as tf
-
-    from benchmarks._input_data import prepare
-    from tfpipe.records.manifest import read_manifest
-
-    data = prepare(args.work / ("quick" if args.quick else "full"), p["slides"], p["size"])
-    src = read_manifest(data.records)
+    args, p, load_before, data, src = pf.start(__doc__)
     sources = {"demo slides": pf.first_tiles(src, 256), **real_blobs()}
     codec = {k: {"tiles": len(v), "us": codec_costs(v)} for k, v in sources.items()}
     throughput = pipeline_rounds(data, p)
-    m = bi.machine(load_before, tf.__version__)
-    report = {
-        "benchmark": "png_decode",
-        "quick": args.quick,
-        "machine": f"{m['cpus']} CPUs, load average {m['load_average_before'][0]:.2f} before; "
-        f"TensorFlow {m['tensorflow']}",
+    body = {
         "records": src.num_records,
-        "rounds": p["rounds"],
         "codec": codec,
         "throughput": throughput,
-        "speedups": speedups(throughput),
+        "speedups": pf.speedups(throughput, *ENGINES),
     }
-    stem = "png_decode-quick" if args.quick else "png_decode"
-    bi.RESULTS.mkdir(exist_ok=True)
-    (bi.RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
-    write_markdown(report, bi.RESULTS / f"{stem}.md")
-    print((bi.RESULTS / f"{stem}.md").read_text())
+    pf.save_report("png_decode", args, p, load_before, body, write_markdown)
 
 
 if __name__ == "__main__":

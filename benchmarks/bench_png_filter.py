@@ -144,9 +144,8 @@ def pipeline_rounds(data: Any, folders: dict[str, Path], p: dict) -> dict:
     return bi.interleaved_rounds(variants, p)
 
 
-def speedups(throughput: dict) -> dict[str, dict]:
-    """up ÷ adaptive images/s per mode: median of per-round ratios, and by CPU time."""
-    base, new = FILTERS
+def speedups(throughput: dict, base: str, new: str) -> dict[str, dict]:
+    """``new`` ÷ ``base`` images/s per mode: median of per-round ratios, and by CPU time."""
     out = {}
     for mode in ("decode_only", "full"):
         a, b = throughput[f"{mode} / {base}"], throughput[f"{mode} / {new}"]
@@ -157,6 +156,26 @@ def speedups(throughput: dict) -> dict[str, dict]:
             "cpu": a["cpu_ms_per_image"] / b["cpu_ms_per_image"],
         }
     return out
+
+
+def save_report(name: str, args: Any, p: dict, load_before: Any, body: dict, markdown: Any) -> None:
+    """Write ``results/<name>.json`` and ``.md`` (``-quick`` with --quick); print the table."""
+    import tensorflow as tf
+
+    m = bi.machine(load_before, tf.__version__)
+    report = {
+        "benchmark": name,
+        "quick": args.quick,
+        "machine": f"{m['cpus']} CPUs, load average {m['load_average_before'][0]:.2f} before; "
+        f"TensorFlow {m['tensorflow']}",
+        "rounds": p["rounds"],
+        **body,
+    }
+    stem = f"{name}-quick" if args.quick else name
+    bi.RESULTS.mkdir(exist_ok=True)
+    (bi.RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
+    markdown(report, bi.RESULTS / f"{stem}.md")
+    print((bi.RESULTS / f"{stem}.md").read_text())
 
 
 def write_markdown(report: dict, path: Path) -> None:
@@ -187,28 +206,40 @@ def write_markdown(report: dict, path: Path) -> None:
         "| mode | " + " | ".join(FILTERS) + f" | {new} ÷ adaptive | per round | by CPU time |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    t = report["throughput"]
+    lines += pipeline_rows(report, base, new)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def pipeline_rows(report: dict, base: str, new: str) -> list[str]:
+    """Markdown rows: mode, images/s of ``base`` and ``new``, their ratio, its spread, by CPU."""
+    t, rows = report["throughput"], []
     for mode, s in report["speedups"].items():
         lo, hi = min(s["rounds"]), max(s["rounds"])
-        lines.append(
+        rows.append(
             f"| {mode} | {t[f'{mode} / {base}']['images_per_s']:.0f} "
             f"| {t[f'{mode} / {new}']['images_per_s']:.0f} | {s['median']:.2f} "
             f"| {lo:.2f} - {hi:.2f} | {s['cpu']:.2f} |"
         )
-    path.write_text("\n".join(lines) + "\n")
+    return rows
 
 
-def main() -> None:
-    args = bi.parse_args(__doc__)
+def start(doc: str) -> tuple[Any, dict, Any, Any, Any]:
+    """Parse the command line and prepare bench_input.py's demo records.
+
+    Returns ``(args, parameters, load average before, BenchData, Manifest)``.
+    """
+    args = bi.parse_args(doc)
     p = bi.QUICK if args.quick else bi.FULL
     load_before = bi.os.getloadavg()
-    import tensorflow as tf
-
     from benchmarks._input_data import prepare
     from tfpipe.records.manifest import read_manifest
 
     data = prepare(args.work / ("quick" if args.quick else "full"), p["slides"], p["size"])
-    src = read_manifest(data.records)
+    return args, p, load_before, data, read_manifest(data.records)
+
+
+def main() -> None:
+    args, p, load_before, data, src = start(__doc__)
     folders = {
         name: rewrite_records(src, name, args.work / "png-filter" / f"{i}")
         for i, name in enumerate(FILTERS)
@@ -217,23 +248,13 @@ def main() -> None:
     sources = {"demo slides": demo, **real_tiles()}
     codec = {k: {"tiles": len(v), "costs": codec_costs(v)} for k, v in sources.items()}
     throughput = pipeline_rounds(data, folders, p)
-    m = bi.machine(load_before, tf.__version__)
-    report = {
-        "benchmark": "png_filter",
-        "quick": args.quick,
-        "machine": f"{m['cpus']} CPUs, load average {m['load_average_before'][0]:.2f} before; "
-        f"TensorFlow {m['tensorflow']}",
+    body = {
         "records": src.num_records,
-        "rounds": p["rounds"],
         "codec": codec,
         "throughput": throughput,
-        "speedups": speedups(throughput),
+        "speedups": speedups(throughput, *FILTERS),
     }
-    stem = "png_filter-quick" if args.quick else "png_filter"
-    bi.RESULTS.mkdir(exist_ok=True)
-    (bi.RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
-    write_markdown(report, bi.RESULTS / f"{stem}.md")
-    print((bi.RESULTS / f"{stem}.md").read_text())
+    save_report("png_filter", args, p, load_before, body, write_markdown)
 
 
 if __name__ == "__main__":

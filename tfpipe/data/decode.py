@@ -112,6 +112,11 @@ def decode_element(features: dict[str, tf.Tensor], layout: TileLayout) -> dict[s
         target = _decode_mask(features[fmt.MASK_ENCODED], features[fmt.MASK_FORMAT], layout)
     else:
         target = tf.cast(features[fmt.CLASS_LABEL], tf.float32)
+    return _element(image, target, features)
+
+
+def _element(image: tf.Tensor, target: tf.Tensor, features: dict) -> dict[str, tf.Tensor]:
+    """The decoded element (or batch): pixels, target, and what later stages pass along."""
     return {
         "image": image,
         "target": target,
@@ -143,12 +148,7 @@ def decode_batch(features: dict[str, tf.Tensor], layout: TileLayout) -> dict[str
         target = tf.ensure_shape(masks, [None, *hw, 1])
     else:
         target = tf.cast(features[fmt.CLASS_LABEL], tf.float32)
-    return {
-        "image": images,
-        "target": target,
-        "id": features[fmt.SOURCE_ID],
-        "positive": features[fmt.POSITIVE_FRACTION],
-    }
+    return _element(images, target, features)
 
 
 def decode_tiles(
