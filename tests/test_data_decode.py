@@ -34,14 +34,19 @@ def test_png_records_are_decoded_in_batches_except_behind_the_service():
     assert decode_engine(InputConfig(), jpeg, training=True) == "tensorflow"
 
 
-@pytest.mark.parametrize("task", ["segmentation", "classification"])
-def test_batched_decoding_gives_the_batches_of_tensorflows_decoder(tmp_path, monkeypatch, task):
-    root = write_records(tmp_path / "rec", task=task, per_shard=6)
+@pytest.mark.parametrize(
+    ("task", "channels"), [("segmentation", 3), ("segmentation", 1), ("classification", 3)]
+)
+def test_batched_decoding_gives_the_batches_of_tensorflows_decoder(
+    tmp_path, monkeypatch, task, channels
+):
+    root = write_records(tmp_path / "rec", task=task, channels=channels, per_shard=6)
+    augment = KIDNEY if channels == 3 else {"flip": True, "rot90": True, "brightness": 0.1}
 
     def epoch(engine: str, training: bool) -> list[np.ndarray]:
         monkeypatch.setattr(pipeline, "decode_engine", lambda *_: engine)
         ds = td.load(
-            root, batch_size=4, seed=3, training=training, augment=KIDNEY, deterministic=True
+            root, batch_size=4, seed=3, training=training, augment=augment, deterministic=True
         )
         return [t.numpy() for batch in ds for t in batch]
 
