@@ -105,3 +105,23 @@ def test_a_script_that_stops_reading_early_exits(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "read"
+
+
+def test_tiles_of_other_png_filters_decode_through_libpng(monkeypatch):
+    # Records built before the "up" filter: the first tile shows it, the rest skip the try.
+    import cv2
+
+    from tfpipe.data import decode as dec
+
+    rng = np.random.default_rng(0)
+    tiles = rng.integers(0, 256, (3, 8, 8, 3), dtype=np.uint8)
+    params = [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_PAETH]
+    pngs = np.array([cv2.imencode(".png", t[..., ::-1], params)[1].tobytes() for t in tiles])
+    tries = []
+    real = dec.decode_up_filtered
+    monkeypatch.setattr(dec, "decode_up_filtered", lambda *a: tries.append(1) or real(*a))
+    layout = TileLayout("classification", 8, 8, 3, "png", num_classes=1)
+    ids = np.array([b"a", b"b", b"c"])
+    images, _ = dec.decode_tiles(pngs, np.array([]), np.array([]), ids, layout=layout)
+    np.testing.assert_array_equal(images, tiles)
+    assert len(tries) == 1

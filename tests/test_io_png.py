@@ -27,7 +27,7 @@ def test_up_filtered_tiles_decode_exactly_on_the_fast_path(channels, monkeypatch
     if channels == 4:  # encode_image writes RGB/gray; RGBA comes straight from OpenCV
         params = [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP]
         data = cv2.imencode(".png", image[..., [2, 1, 0, 3]], params)[1].tobytes()
-    monkeypatch.setattr(png, "_decode_with_libpng", _fail)  # prove the fast path ran
+    monkeypatch.setattr(png, "decode_with_libpng", _fail)  # prove the fast path ran
     decoded = png.decode_png(data, channels)
     assert decoded.shape == (200, 96, channels) and decoded.dtype == np.uint8
     np.testing.assert_array_equal(decoded, image)

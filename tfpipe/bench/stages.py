@@ -167,7 +167,7 @@ def compose(sp: StagePlan, until: str, *, parallel: bool = True, vectorised: boo
     """
     import tensorflow as tf
 
-    from tfpipe.data.decode import decode_batch, decode_element, parse_batch, parse_spec
+    from tfpipe.data.decode import parse_spec, parse_steps
     from tfpipe.data.shards import read_shards
 
     cfg, layout = sp.cfg, sp.plan.layout
@@ -180,22 +180,17 @@ def compose(sp: StagePlan, until: str, *, parallel: bool = True, vectorised: boo
     if until == "read":
         return ds
     # PNG tiles are decoded in the parse step's batched map, as load() does.
-    batch_decode = vectorised and _batch_decode(sp)
+    engine = "numpy" if vectorised and until != "parse" and _batch_decode(sp) else "tensorflow"
+    step, decode = parse_steps(layout, engine)
     if vectorised:
-
-        def parse(serialized: Any) -> Any:
-            features = parse_batch(serialized, layout)
-            return decode_batch(features, layout) if batch_decode and until != "parse" else features
-
-        ds = ds.batch(cfg.batch_size).map(parse, **order).unbatch()
+        ds = ds.batch(cfg.batch_size).map(step, **order).unbatch()
     else:
         spec = parse_spec(layout)
         ds = ds.map(lambda s: tf.io.parse_single_example(s, spec), **order)
     if until == "parse":
         return ds
-    decode = (lambda f: f) if batch_decode else (lambda f: decode_element(f, layout))
     if until == "decode":
-        return ds if batch_decode else ds.map(decode, **order)
+        return ds if engine == "numpy" else ds.map(decode, **order)
     from tfpipe.data.finish import Finisher
 
     finish = Finisher(sp.plan, cfg, training=True)

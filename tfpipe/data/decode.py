@@ -30,6 +30,7 @@ Example:
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +39,7 @@ import tensorflow as tf
 
 from tfpipe.data.buffers import OUTPUTS
 from tfpipe.data.exit import release_iterators_at_exit
-from tfpipe.io.png import decode_png
+from tfpipe.io.png import decode_png, decode_up_filtered, decode_with_libpng
 from tfpipe.records import format as fmt
 from tfpipe.records.manifest import Manifest
 
@@ -125,6 +126,20 @@ def _element(image: tf.Tensor, target: tf.Tensor, features: dict) -> dict[str, t
     }
 
 
+def parse_steps(
+    layout: TileLayout, engine: str
+) -> tuple[Callable[[tf.Tensor], dict], Callable[[dict], dict]]:
+    """The map over batches of serialized records, and the decoding left per element.
+
+    ``engine`` is :func:`tfpipe.data.plan.decode_engine`'s choice: ``numpy``
+    parses and decodes the batch at once (nothing is left per element);
+    ``tensorflow`` parses the batch and leaves :func:`decode_element` per element.
+    """
+    if engine == "numpy":
+        return (lambda s: decode_batch(parse_batch(s, layout), layout)), (lambda e: e)
+    return (lambda s: parse_batch(s, layout)), (lambda f: decode_element(f, layout))
+
+
 def decode_batch(features: dict[str, tf.Tensor], layout: TileLayout) -> dict[str, tf.Tensor]:
     """Decode a parsed batch of PNG records at once: :func:`decode_element`, batched.
 
@@ -166,9 +181,14 @@ def decode_tiles(
     hw = (layout.height, layout.width)
     out = OUTPUTS.take((len(images), *hw, layout.channels))
     out_masks = OUTPUTS.take((len(masks), *hw, 1)) if len(masks) else np.zeros([0], np.uint8)
+    # One build writes every tile alike: after a tile the fast path cannot take
+    # (records written before the "up" filter), the batch goes straight to libpng.
+    fast = True
     for i, data in enumerate(images):
         try:
-            decode_png(data, layout.channels, out=out[i])
+            fast = fast and decode_up_filtered(data, layout.channels, out[i]) is not None
+            if not fast:
+                decode_with_libpng(data, layout.channels, out[i])
             if len(masks):
                 _decode_mask_np(masks[i], mask_formats[i], out_masks[i])
         except ValueError as err:

@@ -41,7 +41,7 @@ import tensorflow as tf
 
 from tfpipe.config import InputConfig
 from tfpipe.data import balance, service
-from tfpipe.data.decode import decode_batch, decode_element, parse_batch, positive_fraction
+from tfpipe.data.decode import parse_steps, positive_fraction
 from tfpipe.data.finish import Finisher
 from tfpipe.data.plan import InputPlan, cache_target, decode_engine, plan_input, resolve_config
 from tfpipe.data.shards import read_shards
@@ -229,11 +229,7 @@ def _parse(
     are decoded in the batched map already (nothing left to do), other tiles
     by :func:`decode_element` in the caller's per-element map.
     """
-    layout = plan.layout
-    if decode_engine(cfg, layout, training) == "numpy":
-        step, rest = (lambda s: decode_batch(parse_batch(s, layout), layout)), (lambda e: e)
-    else:
-        step, rest = (lambda s: parse_batch(s, layout)), (lambda f: decode_element(f, layout))
+    step, rest = parse_steps(plan.layout, decode_engine(cfg, plan.layout, training))
     parsed = pairs.batch(cfg.batch_size).map(
         _plain(lambda seeds, serialized: (step(serialized), seeds)),
         num_parallel_calls=cfg.parallel_calls or tf.data.AUTOTUNE,

@@ -53,27 +53,34 @@ def decode_png(data: bytes, channels: int, out: np.ndarray | None = None) -> np.
         ValueError: ``data`` is not a PNG, is damaged, or holds another number
             of channels or another bit depth than 8.
     """
+    image = decode_up_filtered(data, channels, out)
+    return image if image is not None else decode_with_libpng(data, channels, out)
+
+
+def decode_up_filtered(
+    data: bytes, channels: int, out: np.ndarray | None = None
+) -> np.ndarray | None:
+    """:func:`decode_png`'s fast path: None, with nothing written, for any other PNG.
+
+    A caller decoding many PNGs of one encoder can stop trying after the first
+    None (the try inflates the image data once more than libpng alone).
+    """
     header = _read_header(data)
     if header is None:
-        image = _decode_with_libpng(data, channels)
-        if out is None:
-            return image
-        out[...] = image
-        return out
+        return None
     height, width, file_channels = header
     if file_channels != channels:
         raise ValueError(f"PNG has {file_channels} channels; expected {channels}")
-    if out is None:
-        out = np.empty((height, width, channels), np.uint8)
-    elif out.shape != (height, width, channels):
+    if out is not None and out.shape != (height, width, channels):
         raise ValueError(
             f"PNG is {height}x{width}x{channels}; expected {'x'.join(map(str, out.shape))}"
         )
     rows = _inflate(data, height, width * channels + 1)
     filters = rows[:, 0]
     if filters[0] not in (_FILTER_NONE, _FILTER_UP) or np.any(filters[1:] != _FILTER_UP):
-        out[...] = _decode_with_libpng(data, channels)
-        return out
+        return None
+    if out is None:
+        out = np.empty((height, width, channels), np.uint8)
     # Row 0's "up" filter adds the zero row above it: the same as no filter.
     _undo_up_filter(rows[:, 1:], out.reshape(height, width * channels))
     return out
@@ -142,7 +149,8 @@ def _scratch(shape: tuple[int, ...]) -> np.ndarray:
     return buffers[shape]
 
 
-def _decode_with_libpng(data: bytes, channels: int) -> np.ndarray:
+def decode_with_libpng(data: bytes, channels: int, out: np.ndarray | None = None) -> np.ndarray:
+    """:func:`decode_png` through libpng (imagecodecs): any PNG, at libpng's speed."""
     try:
         image = imagecodecs.png_decode(data)
     except imagecodecs.PngError as err:
@@ -153,4 +161,10 @@ def _decode_with_libpng(data: bytes, channels: int) -> np.ndarray:
             f"PNG tile is {image.dtype} with {image.shape[-1]} channels; "
             f"expected uint8 with {channels}"
         )
-    return image
+    if out is None:
+        return image
+    if out.shape != image.shape:
+        shape = "x".join(map(str, image.shape))
+        raise ValueError(f"PNG is {shape}; expected {'x'.join(map(str, out.shape))}")
+    out[...] = image
+    return out
