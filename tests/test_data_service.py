@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import keras
 import numpy as np
 import pytest
@@ -9,6 +11,7 @@ import pytest
 import tfpipe.data as td
 from tests._data_helpers import all_ids, write_records
 from tfpipe.data import service
+from tfpipe.data.exit import release_iterators
 
 
 @pytest.fixture(scope="module")
@@ -16,6 +19,10 @@ def cluster():
     dispatcher = service.start_dispatcher(0)
     workers = [service.start_worker(dispatcher.target, host="localhost") for _ in range(2)]
     yield dispatcher
+    # A client iterator still streaming from the workers (Keras keeps fit's
+    # until it is collected) can keep a worker's stop() waiting: close them first.
+    gc.collect()
+    release_iterators()
     for server in [dispatcher, *workers]:
         server.stop()
 
