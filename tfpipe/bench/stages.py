@@ -2,8 +2,9 @@
 
 ``tfpipe.data.load`` runs, for training::
 
-    read_shards ─▶ shuffle ─▶ batch ─▶ parse_batch (+ decode_batch: PNG) ─▶ unbatch
-      ─▶ map([decode_element: JPEG, raw] + Augmenter) ─▶ batch ─▶ prefetch
+    read_shards ─▶ shuffle ─▶ batch ─▶ parse_batch (+ decode_batch: PNG)
+      ─▶ [unbatch ─▶ map(decode_element: JPEG, raw; TensorFlow augmentation) ─▶ batch]
+      ─▶ Finisher.batch (OpenCV augmentation) ─▶ prefetch
 
 The bench times the prefix of that chain after each step:
 
@@ -11,7 +12,7 @@ The bench times the prefix of that chain after each step:
 read     ``read_shards`` (shard shuffle, parallel interleave) + record shuffle
 parse    + the vectorised parse (``parse_batch`` on batches, then unbatch)
 decode   + ``decode_batch`` in the parse map (PNG), or ``decode_element`` in a parallel map
-augment  + the experiment's augmentation as load does it (per element, or per batch with OpenCV)
+augment  + the experiment's augmentation as load does it (per batch with OpenCV, or per tile)
 batch    ``tfpipe.data.pipeline.build_dataset`` with prefetch off
 prefetch ``build_dataset`` as ``load()`` returns it — the pipeline figure
 ======== ===================================================================
@@ -179,28 +180,50 @@ def compose(sp: StagePlan, until: str, *, parallel: bool = True, vectorised: boo
         ds = ds.shuffle(cfg.shuffle_buffer, seed=cfg.seed)
     if until == "read":
         return ds
-    # PNG tiles are decoded in the parse step's batched map, as load() does.
-    engine = "numpy" if vectorised and until != "parse" and _batch_decode(sp) else "tensorflow"
-    step, decode = parse_steps(layout, engine)
-    if vectorised:
-        ds = ds.batch(cfg.batch_size).map(step, **order).unbatch()
-    else:
+    b = cfg.batch_size
+    if not vectorised:
         spec = parse_spec(layout)
         ds = ds.map(lambda s: tf.io.parse_single_example(s, spec), **order)
-    if until == "parse":
-        return ds
-    if until == "decode":
-        return ds if engine == "numpy" else ds.map(decode, **order)
+        if until == "parse":
+            return ds
+        ds = ds.map(parse_steps(layout, "tensorflow")[1], **order)
+        if until == "decode":
+            return ds
+        return _augmented(sp, ds.batch(b, drop_remainder=True), None, order)
+    # PNG tiles are decoded in the parse step's batched map, as load() does.
+    engine = "numpy" if until != "parse" and _batch_decode(sp) else "tensorflow"
+    step, decode = parse_steps(layout, engine)
+    tile_decode = decode if engine == "tensorflow" else None
+    if until in ("parse", "decode"):
+        ds = ds.batch(b).map(step, **order).unbatch()
+        return ds if until == "parse" or tile_decode is None else ds.map(decode, **order)
+    return _augmented(sp, ds.batch(b, drop_remainder=True).map(step, **order), tile_decode, order)
+
+
+def _augmented(sp: StagePlan, batches: Any, tile_decode: Any, order: dict) -> Any:
+    """Parsed batches to augmented tiles, batch by batch as ``load()`` goes (then unbatched).
+
+    ``tile_decode`` is the per-tile decoding still to do (None: done per batch).
+    """
+    import tensorflow as tf
+
     from tfpipe.data.finish import Finisher
 
+    cfg = sp.cfg
     finish = Finisher(sp.plan, cfg, training=True)
-    # Per-element seeds [seed, position], as load() derives them (values do not change cost).
-    seeds = tf.data.Dataset.counter().map(lambda i: tf.stack([tf.constant(cfg.seed, tf.int64), i]))
-    ds = tf.data.Dataset.zip(ds, seeds).map(lambda f, s: finish(decode(f), s), **order)
-    if finish.batched:
-        # The OpenCV engine augments whole batches, as load() does.
-        ds = ds.batch(cfg.batch_size).map(finish.augment_batch, **order).unbatch()
-    return ds.map(lambda image, target, *_: (image, target))
+    b = cfg.batch_size
+    # [seed, position] per tile, as load() derives them (the values do not change the cost).
+    key = tf.fill([b], tf.constant(cfg.seed, tf.int64))
+    seeds = tf.data.Dataset.counter().map(
+        lambda i: tf.stack([key, i * b + tf.range(b, dtype=tf.int64)], 1)
+    )
+    ds = tf.data.Dataset.zip(batches, seeds)
+    if tile_decode is not None or finish.per_element:
+        decode = tile_decode or (lambda f: f)
+        per_tile = finish.element if finish.per_element else (lambda e, s: (e, s))
+        ds = ds.unbatch().map(lambda f, s: per_tile(decode(f), s), **order).batch(b)
+    ds = ds.map(finish.batch, **order).unbatch()
+    return ds.map(lambda image, target, ids: (image, target))
 
 
 def _batch_decode(sp: StagePlan) -> bool:

@@ -157,10 +157,11 @@ def decode_batch(features: dict[str, tf.Tensor], layout: TileLayout) -> dict[str
     ]
     kernel = functools.partial(decode_tiles, layout=layout)
     images, masks = tf.numpy_function(kernel, inputs, [tf.uint8, tf.uint8], stateful=False)
-    hw = [layout.height, layout.width]
-    images = tf.ensure_shape(images, [None, *hw, layout.channels])
+    # The batch size stays static when the batch is full by construction (training).
+    shape = [features[fmt.IMAGE_ENCODED].shape[0], layout.height, layout.width]
+    images = tf.ensure_shape(images, [*shape, layout.channels])
     if segmentation:
-        target = tf.ensure_shape(masks, [None, *hw, 1])
+        target = tf.ensure_shape(masks, [*shape, 1])
     else:
         target = tf.cast(features[fmt.CLASS_LABEL], tf.float32)
     return _element(images, target, features)
