@@ -33,6 +33,16 @@ def test_up_filtered_tiles_decode_exactly_on_the_fast_path(channels, monkeypatch
     np.testing.assert_array_equal(decoded, image)
 
 
+@pytest.mark.parametrize("height", [1, 2, 3, 4, 5, 8, 9, 33, 256, 257])
+def test_the_scan_is_exact_for_every_height(height, monkeypatch):
+    # The scan's steps are powers of two below the height; its zero rows cover the top.
+    image = _tile((height, 24, 3), seed=height)
+    monkeypatch.setattr(png, "decode_with_libpng", _fail)
+    np.testing.assert_array_equal(png.decode_png(encode_image(image, "png"), 3), image)
+    again = np.full_like(image, 7)  # a second tile in the same thread reuses the buffers
+    np.testing.assert_array_equal(png.decode_png(encode_image(again, "png"), 3), again)
+
+
 def _fail(*_):
     raise AssertionError("fell back to libpng")
 

@@ -26,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import struct
 import threading
 
@@ -35,6 +36,7 @@ import numpy as np
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}  # PNG colour type -> channels, 8-bit types only
 _FILTER_NONE, _FILTER_UP = 0, 2
+_CHUNK = struct.Struct(">I4s")  # a chunk's length and type
 
 
 def decode_png(data: bytes, channels: int, out: np.ndarray | None = None) -> np.ndarray:
@@ -76,8 +78,10 @@ def decode_up_filtered(
             f"PNG is {height}x{width}x{channels}; expected {'x'.join(map(str, out.shape))}"
         )
     rows = _inflate(data, height, width * channels + 1)
-    filters = rows[:, 0]
-    if filters[0] not in (_FILTER_NONE, _FILTER_UP) or np.any(filters[1:] != _FILTER_UP):
+    # The filter byte of every row, compared as bytes: NumPy's per-call cost on
+    # a few hundred bytes is all Python time, which holds the GIL.
+    filters = rows[:, 0].tobytes()
+    if filters[0] not in (_FILTER_NONE, _FILTER_UP) or filters[1:] != _up_filters(height - 1):
         return None
     if out is None:
         out = np.empty((height, width, channels), np.uint8)
@@ -99,9 +103,8 @@ def _read_header(data: bytes) -> tuple[int, int, int] | None:
 def _inflate(data: bytes, height: int, row_bytes: int) -> np.ndarray:
     """The filtered rows, ``[height, 1 + row bytes]``: every IDAT chunk, inflated at once."""
     view, pos, parts = memoryview(data), 33, []  # 33: signature + IHDR chunk
-    while pos + 8 <= len(view):
-        length = int.from_bytes(view[pos : pos + 4], "big")
-        kind = bytes(view[pos + 4 : pos + 8])
+    while pos + 8 <= len(data):
+        length, kind = _CHUNK.unpack_from(data, pos)
         if kind == b"IDAT":
             parts.append(view[pos + 8 : pos + 8 + length])
         elif kind == b"IEND":
@@ -123,30 +126,51 @@ def _undo_up_filter(rows: np.ndarray, out: np.ndarray) -> None:
 
     ``np.cumsum(axis=0)`` walks one column at a time, element by element
     (~5x slower); each step here adds whole rows with SIMD. Steps alternate
-    between ``out`` and a scratch buffer, so that no add reads what it writes
-    (an in-place ``out[k:] += out[:-k]`` makes NumPy copy first: ~40 % slower).
+    between two scratch buffers (the last one writes ``out``), so that no add
+    reads what it writes (an in-place ``out[k:] += out[:-k]`` makes NumPy copy
+    first: ~40 % slower). Every NumPy call is Python time with the GIL held,
+    which the other decoding threads wait for, so each step is one call.
     """
-    scratch = _scratch(rows.shape)
-    steps = (len(rows) - 1).bit_length()
-    src, dst = (out, scratch) if steps % 2 == 0 else (scratch, out)  # end in `out`
-    src[...] = rows
+    height = len(rows)
+    pad = _pad_rows(height)
+    # Two buffers of `pad` zero rows above `height` rows: adding the rows `step`
+    # above covers the first rows too (they add zeros), one NumPy call per step.
+    src, dst = _scratch(pad, rows.shape), _scratch(pad, rows.shape, second=True)
+    src[pad:] = rows
     step = 1
-    while step < len(rows):
-        np.add(src[step:], src[:-step], out=dst[step:])
-        dst[:step] = src[:step]
+    while step < height:
+        last = 2 * step >= height
+        np.add(src[pad:], src[pad - step : pad + height - step], out=out if last else dst[pad:])
         src, dst = dst, src
         step *= 2
+    if height == 1:
+        out[...] = rows
 
 
 _SCRATCH = threading.local()
 
 
-def _scratch(shape: tuple[int, ...]) -> np.ndarray:
-    """This thread's scratch rows (tf.data decodes batches on several threads at once)."""
+def _scratch(pad: int, shape: tuple[int, int], second: bool = False) -> np.ndarray:
+    """One of this thread's two scan buffers: ``pad`` zero rows, then ``shape``.
+
+    Thread-local because tf.data decodes batches on several threads at once.
+    The zero rows are never written.
+    """
     buffers = _SCRATCH.__dict__.setdefault("buffers", {})
-    if shape not in buffers:
-        buffers[shape] = np.empty(shape, np.uint8)
-    return buffers[shape]
+    key = (pad, shape, second)
+    if key not in buffers:
+        buffers[key] = np.zeros((pad + shape[0], shape[1]), np.uint8)
+    return buffers[key]
+
+
+def _pad_rows(height: int) -> int:
+    """The largest step of the scan over ``height`` rows (a power of two below ``height``)."""
+    return 1 << max(height - 1, 1).bit_length() - 1
+
+
+@functools.lru_cache(maxsize=16)
+def _up_filters(rows: int) -> bytes:
+    return bytes([_FILTER_UP]) * rows
 
 
 def decode_with_libpng(data: bytes, channels: int, out: np.ndarray | None = None) -> np.ndarray:
