@@ -1,6 +1,6 @@
 """Training augmentation: stateless, seeded, image and mask transformed together.
 
-Every random draw is a ``tf.random.stateless_*`` op keyed by a per-element
+Every random draw is a ``tf.random.stateless_*`` op keyed by a per-tile
 seed, which the pipeline derives from (config seed, epoch, position in the
 epoch, record id). The same seed gives the same
 augmentation on every machine and every run; a new epoch gives new draws.

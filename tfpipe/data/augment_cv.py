@@ -12,12 +12,13 @@ over the batch, and OpenCV releases the GIL while it works, so the parallel
 batch maps of tf.data still use every core.
 ``benchmarks/bench_input.py`` measures both engines.
 
-The random draws stay TensorFlow stateless ops per element
-(:meth:`tfpipe.data.augment.Augmenter.draw`); only their application runs
-here. Geometry is identical to the TensorFlow engine; colours agree within one
-``uint8`` level and bilinear crops within two (OpenCV computes in fixed point); noise
-comes from NumPy's Philox generator keyed by the same per-tile seed, so it is
-as reproducible but not the same numbers.
+The random draws stay TensorFlow stateless ops, tile by tile in a
+``tf.map_fn`` over the batch (:meth:`tfpipe.data.augment.Augmenter.draw_batch`);
+only their application runs here. Geometry is identical to the TensorFlow
+engine; colours agree within one ``uint8`` level and bilinear crops within two
+(OpenCV computes in fixed point); noise comes from NumPy's Philox generator
+keyed by the same per-tile seed, so it is as reproducible but not the same
+numbers.
 
 Limit: this is Python code, so a tf.data service worker in another process
 cannot run it; :func:`tfpipe.data.plan.augment_engine` picks the TensorFlow

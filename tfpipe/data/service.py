@@ -2,7 +2,7 @@
 
 Start one dispatcher and any number of workers (``tfpipe serve-data``), then
 set ``input.service: grpc://HOST:PORT``: ``tfpipe.data.load`` builds the same
-pipeline, and the workers run its per-element work (read, parse, decode,
+pipeline, and the workers run its work (read, parse, decode,
 augment, batch) while the trainer only receives finished ``uint8`` batches.
 
 Processing mode: **distributed_epoch**. The dispatcher hands out the shard
