@@ -30,7 +30,7 @@ Example:
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -150,12 +150,12 @@ def decode_batch(features: dict[str, tf.Tensor], layout: TileLayout) -> dict[str
     segmentation = layout.task == "segmentation"
     empty = tf.zeros([0], tf.string)
     inputs = [
-        *_pack(features[fmt.IMAGE_ENCODED]),
-        *_pack(features[fmt.MASK_ENCODED] if segmentation else empty),
+        features[fmt.IMAGE_ENCODED],
+        features[fmt.MASK_ENCODED] if segmentation else empty,
         features[fmt.MASK_FORMAT] if segmentation else empty,
         features[fmt.SOURCE_ID],
     ]
-    kernel = functools.partial(_decode_packed, layout=layout)
+    kernel = functools.partial(decode_tiles, layout=layout)
     images, masks = tf.numpy_function(kernel, inputs, [tf.uint8, tf.uint8], stateful=False)
     # The batch size stays static when the batch is full by construction (training).
     shape = [features[fmt.IMAGE_ENCODED].shape[0], layout.height, layout.width]
@@ -167,44 +167,9 @@ def decode_batch(features: dict[str, tf.Tensor], layout: TileLayout) -> dict[str
     return _element(images, target, features)
 
 
-def _pack(strings: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """A batch of byte strings as one ``uint8`` tensor and the ``[B]`` lengths.
-
-    Why: ``tf.numpy_function`` turns a string tensor into one Python ``bytes``
-    per element, copying every tile's ~100 kB while holding the GIL (which the
-    other decoding threads then wait for); a ``uint8`` tensor reaches NumPy
-    without a copy, and TensorFlow's two copies here hold no GIL.
-    """
-    return tf.io.decode_raw(tf.strings.reduce_join(strings), tf.uint8), tf.strings.length(strings)
-
-
-def _decode_packed(
-    images: np.ndarray,
-    image_lengths: np.ndarray,
-    masks: np.ndarray,
-    mask_lengths: np.ndarray,
-    mask_formats: np.ndarray,
-    ids: np.ndarray,
-    *,
-    layout: TileLayout,
-) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`decode_tiles` on the batches :func:`_pack` made."""
-    return decode_tiles(
-        _split(images, image_lengths), _split(masks, mask_lengths), mask_formats, ids, layout=layout
-    )
-
-
-def _split(packed: np.ndarray, lengths: np.ndarray) -> list[memoryview]:
-    """Undo :func:`_pack`: a view of each string, no copies."""
-    view = memoryview(packed)
-    ends = np.cumsum(lengths).tolist()
-    starts = [0, *ends][:-1]
-    return [view[start:end] for start, end in zip(starts, ends, strict=True)]
-
-
 def decode_tiles(
-    images: Sequence[bytes | memoryview],
-    masks: Sequence[bytes | memoryview],
+    images: np.ndarray,
+    masks: np.ndarray,
     mask_formats: np.ndarray,
     ids: np.ndarray,
     *,
@@ -232,7 +197,7 @@ def decode_tiles(
     return out, out_masks
 
 
-def _decode_mask_np(data: bytes | memoryview, mask_format: bytes, out: np.ndarray) -> None:
+def _decode_mask_np(data: bytes, mask_format: bytes, out: np.ndarray) -> None:
     if mask_format != b"raw":
         decode_png(data, 1, out=out)
     elif len(data) != out.size:

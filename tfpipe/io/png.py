@@ -39,9 +39,7 @@ _FILTER_NONE, _FILTER_UP = 0, 2
 _CHUNK = struct.Struct(">I4s")  # a chunk's length and type
 
 
-def decode_png(
-    data: bytes | memoryview, channels: int, out: np.ndarray | None = None
-) -> np.ndarray:
+def decode_png(data: bytes, channels: int, out: np.ndarray | None = None) -> np.ndarray:
     """Decode a PNG to a ``uint8`` ``[height, width, channels]`` array.
 
     Args:
@@ -92,7 +90,7 @@ def decode_up_filtered(
     return out
 
 
-def _read_header(data: bytes | memoryview) -> tuple[int, int, int] | None:
+def _read_header(data: bytes) -> tuple[int, int, int] | None:
     """``(height, width, channels)`` of an 8-bit, non-interlaced PNG; None for other PNGs."""
     if data[:8] != _SIGNATURE or data[12:16] != b"IHDR":
         raise ValueError("not a PNG file (bad signature or header)")
@@ -102,7 +100,7 @@ def _read_header(data: bytes | memoryview) -> tuple[int, int, int] | None:
     return height, width, _CHANNELS[colour]
 
 
-def _inflate(data: bytes | memoryview, height: int, row_bytes: int) -> np.ndarray:
+def _inflate(data: bytes, height: int, row_bytes: int) -> np.ndarray:
     """The filtered rows, ``[height, 1 + row bytes]``: every IDAT chunk, inflated at once."""
     view, pos, parts = memoryview(data), 33, []  # 33: signature + IHDR chunk
     while pos + 8 <= len(data):
@@ -175,9 +173,7 @@ def _up_filters(rows: int) -> bytes:
     return bytes([_FILTER_UP]) * rows
 
 
-def decode_with_libpng(
-    data: bytes | memoryview, channels: int, out: np.ndarray | None = None
-) -> np.ndarray:
+def decode_with_libpng(data: bytes, channels: int, out: np.ndarray | None = None) -> np.ndarray:
     """:func:`decode_png` through libpng (imagecodecs): any PNG, at libpng's speed."""
     try:
         image = imagecodecs.png_decode(data)
