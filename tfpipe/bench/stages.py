@@ -205,19 +205,15 @@ def _augmented(sp: StagePlan, batches: Any, tile_decode: Any, order: dict) -> An
 
     ``tile_decode`` is the per-tile decoding still to do (None: done per batch).
     """
-    import tensorflow as tf
 
     from tfpipe.data.finish import Finisher
+    from tfpipe.data.seeds import with_seeds
 
     cfg = sp.cfg
     finish = Finisher(sp.plan, cfg, training=True)
     b = cfg.batch_size
     # [seed, position] per tile, as load() derives them (the values do not change the cost).
-    key = tf.fill([b], tf.constant(cfg.seed, tf.int64))
-    seeds = tf.data.Dataset.counter().map(
-        lambda i: tf.stack([key, i * b + tf.range(b, dtype=tf.int64)], 1)
-    )
-    ds = tf.data.Dataset.zip(batches, seeds)
+    ds = with_seeds(batches, cfg.seed, b, training=True)
     if tile_decode is not None or finish.per_element:
         decode = tile_decode or (lambda f: f)
         per_tile = finish.element if finish.per_element else (lambda e, s: (e, s))

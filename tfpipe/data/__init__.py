@@ -34,8 +34,9 @@ Modules: ``pipeline`` (``load``, ``split_folds``), ``shards`` (reading),
 ``decode`` (parse; PNG batches through :mod:`tfpipe.io.png`), ``augment``
 (random draws, TensorFlow engine), ``augment_cv`` (OpenCV engine), ``buffers``
 (zero-copy outputs of both), ``exit`` (clean interpreter exit), ``finish``
-(the tail: augment or center crop, a batch at a time), ``colour``, ``balance``,
-``tta``, ``service``, ``preprocessing`` (``Normalize``), ``plan`` (request validation).
+(the tail: augment or center crop, a batch at a time), ``seeds`` (every tile's
+random seed), ``colour``, ``balance``, ``tta``, ``service``, ``preprocessing``
+(``Normalize``), ``plan`` (request validation).
 """
 
 from tfpipe.config import AugmentConfig, InputConfig

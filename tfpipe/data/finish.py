@@ -1,8 +1,7 @@
 """The end of the pipeline: augment (training) or center crop, a batch at a time.
 
-Batches arrive decoded, with one ``[2]`` seed per tile (``[epoch key,
-position]``, see ``pipeline``). Training seeds are salted with the record id,
-then:
+Batches arrive decoded, with one ``[2]`` seed per tile
+(:mod:`tfpipe.data.seeds`). Training seeds are salted with the record id, then:
 
 * OpenCV engine (the default, :func:`tfpipe.data.plan.augment_engine`): the
   tiles' random draws are taken (TensorFlow stateless ops, one per tile, in a
@@ -34,6 +33,7 @@ import tensorflow as tf
 from tfpipe.config import InputConfig
 from tfpipe.data.augment import Augmenter, center_crop
 from tfpipe.data.plan import InputPlan, augment_engine
+from tfpipe.data.seeds import salted
 
 
 class Finisher:
@@ -80,16 +80,6 @@ class Finisher:
         masks = target if self.segmentation else None
         image, masks = self.augmenter.apply_batch(image, masks, draws)
         return image, (masks if self.segmentation else target), ids
-
-
-def salted(seed: tf.Tensor, record_id: tf.Tensor) -> tf.Tensor:
-    """``[..., 2]`` seeds with the record id mixed into the first word.
-
-    The id makes the seed differ between tf.data service workers that share
-    (epoch key, position). Works on one seed (``[2]``, scalar id) or a batch.
-    """
-    salt = tf.strings.to_hash_bucket_fast(record_id, 1 << 62)
-    return tf.stack([tf.bitwise.bitwise_xor(seed[..., 0], salt), seed[..., 1]], -1)
 
 
 def drop_ids(image: tf.Tensor, target: tf.Tensor, ids: Any) -> tuple[tf.Tensor, tf.Tensor]:

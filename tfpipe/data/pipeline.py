@@ -46,6 +46,7 @@ from tfpipe.data import balance, service
 from tfpipe.data.decode import parse_steps, positive_fraction
 from tfpipe.data.finish import Finisher, drop_ids
 from tfpipe.data.plan import InputPlan, cache_target, decode_engine, plan_input, resolve_config
+from tfpipe.data.seeds import batch_seeds, with_seeds
 from tfpipe.data.shards import read_shards
 from tfpipe.errors import RecordsError
 from tfpipe.records.manifest import Manifest, read_manifest
@@ -187,7 +188,12 @@ def _parsed_batches(
     records = _sample(records, plan, cfg, training, lambda r: positive_fraction(r) > 0)
     if training and cfg.shuffle_buffer > 0:
         records = records.shuffle(cfg.shuffle_buffer, seed=cfg.seed)
-    batches = _with_seeds(records.batch(cfg.batch_size, drop_remainder=training), cfg, training)
+    batches = with_seeds(
+        records.batch(cfg.batch_size, drop_remainder=training),
+        cfg.seed + _AUGMENT_SALT,
+        cfg.batch_size,
+        training,
+    )
     return batches.map(_plain(lambda r, s: (step(r), s)), **_parallel(cfg, det))
 
 
@@ -211,7 +217,8 @@ def _batches_after_cache(
     if training and cfg.shuffle_buffer > 0:
         decoded = decoded.shuffle(cfg.shuffle_buffer, seed=cfg.seed)
     # Seeds are drawn after the cache (else every epoch would replay epoch 1's).
-    return _with_seeds(_batch(decoded, cfg, training, det), cfg, training)
+    batches = _batch(decoded, cfg, training, det)
+    return with_seeds(batches, cfg.seed + _AUGMENT_SALT, cfg.batch_size, training)
 
 
 def _per_tile(
@@ -245,45 +252,6 @@ def _parallel(cfg: InputConfig, det: bool) -> dict[str, Any]:
     return {"num_parallel_calls": cfg.parallel_calls or tf.data.AUTOTUNE, "deterministic": det}
 
 
-def _with_seeds(batches: tf.data.Dataset, cfg: InputConfig, training: bool) -> tf.data.Dataset:
-    """Pair each batch with its tiles' ``[epoch key, position in the epoch]`` seeds.
-
-    Seeds come a batch at a time: a per-element seed stream (zip, counter,
-    map) cost ~0.1 ms of CPU per image.
-    """
-    seeds = _batch_seeds(cfg.seed + _AUGMENT_SALT, cfg.batch_size, redrawn=training)
-
-    pairs = tf.data.Dataset.zip(batches, seeds)
-    if training:
-        return pairs  # full batches only
-
-    def pair(batch: Any, seed: tf.Tensor) -> tuple[Any, tf.Tensor]:
-        # The last validation batch may be short.
-        return batch, seed[: tf.shape(tf.nest.flatten(batch)[0])[0]]
-
-    return pairs.map(_plain(pair))
-
-
-def _batch_seeds(seed: int, size: int, redrawn: bool) -> tf.data.Dataset:
-    """``[size, 2]`` seeds per batch: ``[key, position]`` for positions 0, 1, 2, …
-
-    With ``redrawn`` the key is drawn from ``seed`` anew every iteration (every
-    epoch); else it is ``seed`` itself.
-    """
-    if redrawn:
-        key = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
-    else:
-        key = tf.data.Dataset.from_tensors(tf.constant(seed, tf.int64))
-    offsets = tf.range(size, dtype=tf.int64)
-
-    def positions(k: tf.Tensor) -> tf.data.Dataset:
-        return tf.data.Dataset.counter().map(
-            _plain(lambda i: tf.stack([tf.fill([size], k), i * size + offsets], 1))
-        )
-
-    return key.flat_map(_plain(positions))
-
-
 def _sample(
     ds: tf.data.Dataset,
     plan: InputPlan,
@@ -294,7 +262,7 @@ def _sample(
     if plan.balance is None:
         return ds
     # Per-element seeds; validation's are fixed (the same subset every epoch).
-    seeds = _batch_seeds(cfg.seed + _BALANCE_SALT, 1, redrawn=training).unbatch()
+    seeds = batch_seeds(cfg.seed + _BALANCE_SALT, 1, redrawn=training).unbatch()
     return balance.resample(ds, plan.balance, is_positive, seeds)
 
 
