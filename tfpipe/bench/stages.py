@@ -193,11 +193,10 @@ def compose(sp: StagePlan, until: str, *, parallel: bool = True, vectorised: boo
     # PNG tiles are decoded in the parse step's batched map, as load() does.
     engine = "numpy" if until != "parse" and _batch_decode(sp) else "tensorflow"
     step, decode = parse_steps(layout, engine)
-    tile_decode = decode if engine == "tensorflow" else None
     if until in ("parse", "decode"):
         ds = ds.batch(b).map(step, **order).unbatch()
-        return ds if until == "parse" or tile_decode is None else ds.map(decode, **order)
-    return _augmented(sp, ds.batch(b, drop_remainder=True).map(step, **order), tile_decode, order)
+        return ds if until == "parse" or decode is None else ds.map(decode, **order)
+    return _augmented(sp, ds.batch(b, drop_remainder=True).map(step, **order), decode, order)
 
 
 def _augmented(sp: StagePlan, batches: Any, tile_decode: Any, order: dict) -> Any:

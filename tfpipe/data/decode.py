@@ -128,15 +128,15 @@ def _element(image: tf.Tensor, target: tf.Tensor, features: dict) -> dict[str, t
 
 def parse_steps(
     layout: TileLayout, engine: str
-) -> tuple[Callable[[tf.Tensor], dict], Callable[[dict], dict]]:
-    """The map over batches of serialized records, and the decoding left per element.
+) -> tuple[Callable[[tf.Tensor], dict], Callable[[dict], dict] | None]:
+    """The map over batches of serialized records, and the decoding left per tile.
 
     ``engine`` is :func:`tfpipe.data.plan.decode_engine`'s choice: ``numpy``
-    parses and decodes the batch at once (nothing is left per element);
-    ``tensorflow`` parses the batch and leaves :func:`decode_element` per element.
+    parses and decodes the batch at once (nothing is left per tile: None);
+    ``tensorflow`` parses the batch and leaves :func:`decode_element` per tile.
     """
     if engine == "numpy":
-        return (lambda s: decode_batch(parse_batch(s, layout), layout)), (lambda e: e)
+        return (lambda s: decode_batch(parse_batch(s, layout), layout)), None
     return (lambda s: parse_batch(s, layout)), (lambda f: decode_element(f, layout))
 
 

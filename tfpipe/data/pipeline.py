@@ -146,17 +146,16 @@ def build_dataset(
     """Assemble the tf.data graph for a validated plan (see the module docstring)."""
     det = cfg.deterministic if training else True
     finish = Finisher(plan, cfg, training)
-    engine = decode_engine(cfg, plan.layout, training)
-    step, decode = parse_steps(plan.layout, engine)
+    step, decode = parse_steps(plan.layout, decode_engine(cfg, plan.layout, training))
     records = read_shards(plan.shards, cfg, training)
     cache = cache_target(plan, cfg, training)
     tile_steps = []
     if cache is None:
         batches = _parsed_batches(records, step, plan, cfg, training, det)
-        if engine == "tensorflow":
+        if decode is not None:
             tile_steps.append(lambda f, s: (decode(f), s))
     else:
-        batches = _batches_after_cache(records, cache, step, decode, engine, plan, cfg, training)
+        batches = _batches_after_cache(records, cache, step, decode, plan, cfg, training, det)
     if finish.per_element:
         tile_steps.append(finish.element)
     if tile_steps:
@@ -201,16 +200,15 @@ def _batches_after_cache(
     records: tf.data.Dataset,
     cache: str,
     step: Callable[[tf.Tensor], dict],
-    decode: Callable[[dict], dict],
-    engine: str,
+    decode: Callable[[dict], dict] | None,
     plan: InputPlan,
     cfg: InputConfig,
     training: bool,
+    det: bool,
 ) -> tf.data.Dataset:
     """Decode and cache tiles; balance, shuffle, batch and seed after the cache."""
-    det = cfg.deterministic if training else True
     decoded = records.batch(cfg.batch_size).map(_plain(step), **_parallel(cfg, det)).unbatch()
-    if engine == "tensorflow":
+    if decode is not None:
         decoded = decoded.map(_plain(decode), **_parallel(cfg, det))
     decoded = decoded.cache(cache)
     decoded = _sample(decoded, plan, cfg, training, lambda e: e["positive"] > 0)

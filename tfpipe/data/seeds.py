@@ -32,12 +32,8 @@ def with_seeds(batches: tf.data.Dataset, seed: int, size: int, training: bool) -
     Training batches are full and their key is redrawn every epoch; a short
     last validation batch gets as many seeds as it has tiles.
     """
-    return _pair(batches, batch_seeds(seed, size, redrawn=training), trim=not training)
-
-
-def _pair(batches: tf.data.Dataset, seeds: tf.data.Dataset, trim: bool) -> tf.data.Dataset:
-    pairs = tf.data.Dataset.zip(batches, seeds)
-    if not trim:
+    pairs = tf.data.Dataset.zip(batches, batch_seeds(seed, size, redrawn=training))
+    if training:
         return pairs
 
     def pair(batch: Any, seed: tf.Tensor) -> tuple[Any, tf.Tensor]:
