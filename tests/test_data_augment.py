@@ -57,6 +57,35 @@ def test_flips_and_rotations_cover_all_eight_symmetries():
     assert len(seen) == 8
 
 
+def test_the_eight_symmetries_are_drawn_equally_often():
+    aug = Augmenter(AugmentConfig(flip=True, rot90=True), (SIZE, SIZE), SIZE)
+    n = 8000
+    seeds = tf.stack([tf.fill([n], tf.constant(5, tf.int64)), tf.range(n, dtype=tf.int64)], 1)
+    flags = aug.draw(seeds)["flags"].numpy()
+    counts = np.bincount(flags @ np.array([4, 2, 1]), minlength=8)
+    chi2 = ((counts - n / 8) ** 2 / (n / 8)).sum()
+    assert chi2 < 24.3  # chi-square, 7 degrees of freedom: exceeded with probability 0.001
+
+
+@pytest.mark.parametrize(
+    ("settings", "tile", "size"),
+    [
+        ({"crop_scale": (0.3, 1.0), "brightness": 0.1, "hue": 0.02, "noise_std": 2.0}, 40, 32),
+        ({"flip": True, "rot90": False}, 32, 32),
+        ({"flip": False, "rot90": True}, 32, 32),
+        ({"flip": False, "rot90": False, "contrast": 0.2}, 40, 32),  # random crop
+    ],
+)
+def test_a_tile_draws_the_same_alone_or_in_a_batch(settings, tile, size):
+    aug = Augmenter(AugmentConfig(**settings), (tile, tile), size)
+    batched = aug.draw(tf.stack(SEEDS))
+    assert set(batched) == set(aug.draw(SEEDS[0]))
+    for i, seed in enumerate(SEEDS):
+        for key, value in aug.draw(seed).items():
+            assert batched[key].shape == (len(SEEDS), *value.shape)
+            np.testing.assert_array_equal(batched[key][i].numpy(), value.numpy())
+
+
 def test_random_resized_crop_keeps_mask_aligned_and_labels_intact():
     # 4-px checkerboard: image channel 0 is 250 on mask pixels; bilinear blends
     # only at block edges, where the image is neither 0 nor 250.

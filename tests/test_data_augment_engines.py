@@ -60,6 +60,19 @@ def test_opencv_engine_matches_tensorflow_engine(settings, tile, size, channels,
     assert np.abs(diff).mean() < 0.25 and abs(diff.mean()) < 0.15
 
 
+def test_opencv_engine_matches_in_every_orientation_with_colour():
+    aug = Augmenter(AugmentConfig(flip=True, rot90=True, **KIDNEY), (16, 16), 16)
+    images = RNG.integers(0, 256, (48, 16, 16, 3), np.uint8)
+    masks = RNG.integers(0, 2, (48, 16, 16, 1), np.uint8)
+    masks[:4] = 0  # empty masks take a shortcut
+    seeds = [tf.constant([s, 11 * s + 3], tf.int64) for s in range(len(images))]
+    orientations = {tuple(aug.draw(seed)["flags"].numpy()) for seed in seeds}
+    assert len(orientations) == 8  # including the one that moves nothing
+    (tf_images, tf_masks), (cv_images, cv_masks) = _both_engines(aug, images, masks)
+    np.testing.assert_array_equal(cv_masks, tf_masks)
+    assert np.abs(cv_images.astype(int) - tf_images.astype(int)).max() <= 1
+
+
 def test_opencv_engine_without_masks_and_with_seeded_noise():
     aug = Augmenter(AugmentConfig(brightness=0.1, noise_std=3.0), (32, 32), 32)
     images = np.full((4, 32, 32, 3), 128, np.uint8)

@@ -102,7 +102,7 @@ class DataConfig(Section):
 
 
 class AugmentConfig(Section):
-    """Training-time augmentation; every op is stateless and seeded (see tfpipe.data.augment)."""
+    """Training-time augmentation; every op is seeded, no random state (see tfpipe.data.augment)."""
 
     flip: bool = True
     rot90: bool = True

@@ -1,10 +1,10 @@
 """Training augmentation: stateless, seeded, image and mask transformed together.
 
-Every random draw is a ``tf.random.stateless_*`` op keyed by a per-tile
-seed, which the pipeline derives from (config seed, epoch, position in the
-epoch, record id). The same seed gives the same
-augmentation on every machine and every run; a new epoch gives new draws.
-Nothing here touches TensorFlow's global random state.
+Every random draw is a hash of a per-tile seed (:func:`tfpipe.data.seeds.uniform`),
+which the pipeline derives from (config seed, epoch, position in the epoch,
+record id). The same seed gives the same augmentation on every machine and
+every run, alone or in a batch; a new epoch gives new draws. Nothing here
+touches TensorFlow's global random state.
 
 Geometric ops (random resized crop, flips, 90° rotations) run on ``uint8`` and
 move image and mask with the same geometry; the mask is resampled with
@@ -31,6 +31,7 @@ import tensorflow as tf
 from tfpipe.config import AugmentConfig
 from tfpipe.data import augment_cv
 from tfpipe.data.colour import ColourJitter, noise_seed
+from tfpipe.data.seeds import uniform
 
 GEOMETRIC_OPS = ("crop", "flip+rot90", "flip", "rot90")
 COLOUR_OPS = ("brightness", "contrast", "saturation", "hue", "noise")
@@ -38,17 +39,19 @@ COLOUR_OPS = ("brightness", "contrast", "saturation", "hue", "noise")
 _COLOUR_FIELDS = {name: name for name in COLOUR_OPS} | {"noise": "noise_std"}
 
 
-# A draw: (tile height and width, seed) -> the op's random parameters.
+# A draw: (tile height and width, [..., 2] seeds) -> the op's random parameters [..., k].
 Draw = Callable[[tuple[int, int], tf.Tensor], tf.Tensor]
+# The seeds' stream of each kind of op (tfpipe.data.seeds.uniform).
+_CROP, _FLIPS = 0, 1
 
 
 class Augmenter:
     """The training augmentation chosen by an :class:`AugmentConfig`.
 
     Every op first *draws* its random parameters from the tile's seed
-    (:meth:`draw`, TensorFlow stateless ops, per tile; :meth:`draw_batch` for a
-    batch), then *applies* them: per tile with TensorFlow ops (:meth:`__call__`,
-    graph-only, what tf.data service workers run) or on a whole batch with OpenCV
+    (:meth:`draw`, for one tile or a batch), then *applies* them: per tile with
+    TensorFlow ops (:meth:`__call__`, graph-only, what tf.data service workers
+    run) or on a whole batch with OpenCV
     (:meth:`apply_batch`, ~3x cheaper per tile on CPU; :mod:`tfpipe.data.augment_cv`).
     Both engines apply the same draws, so a seed gives the same geometry in
     either and colours within one ``uint8`` level (rounding).
@@ -100,42 +103,27 @@ class Augmenter:
         return geometric + self._colour_names
 
     def draw(self, seed: tf.Tensor) -> dict[str, tf.Tensor]:
-        """The random parameters of one tile from its ``[2]`` integer seed.
+        """The random parameters of one tile from its ``[2]`` seed, or of a batch from ``[B, 2]``.
 
         Returns:
             ``box`` (int32 ``[top, left, height, width]``, with a crop),
             ``flags`` (bool ``[transpose, reverse rows, reverse columns]``, with
             flips or rotations), ``colour`` (float ``[4]``, with colour jitter)
-            and ``seed`` (the noise seed, with noise).
+            and ``seed`` (the noise seed, with noise); each with the seeds'
+            leading ``[B]`` for a batch.
         """
-        seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=3)
         draws: dict[str, tf.Tensor] = {}
         hw = self.tile_hw
         if self.crop is not None:
-            draws["box"] = self.crop[1](hw, seeds[0])
+            draws["box"] = self.crop[1](hw, seed)
             hw = (self.size, self.size)
         if self.flips is not None:
-            draws["flags"] = self.flips[1](hw, seeds[1])
+            draws["flags"] = self.flips[1](hw, seed)
         if self.colour.active:
-            draws["colour"] = self.colour.draw(seeds[2])
+            draws["colour"] = self.colour.draw(seed)
         if self.colour.noise_std > 0:
-            draws["seed"] = noise_seed(seeds[2])
+            draws["seed"] = noise_seed(seed)
         return draws
-
-    def draw_batch(self, seeds: tf.Tensor) -> dict[str, tf.Tensor]:
-        """:meth:`draw` for each of ``[B, 2]`` seeds, batched (``[B, ...]`` per key).
-
-        The stateless random ops have no vectorised form, so this is a
-        ``tf.map_fn``: a loop inside one graph call, ~10x cheaper per tile than
-        a per-element ``tf.data`` map.
-        """
-        return tf.map_fn(self.draw, seeds, fn_output_signature=self._draw_signature())
-
-    def _draw_signature(self) -> dict[str, tf.TensorSpec]:
-        traced = tf.function(self.draw, autograph=False).get_concrete_function(
-            tf.TensorSpec([2], tf.int64)
-        )
-        return {k: tf.TensorSpec(v.shape, v.dtype) for k, v in traced.structured_outputs.items()}
 
     def __call__(
         self, image: tf.Tensor, mask: tf.Tensor | None, seed: tf.Tensor
@@ -166,21 +154,22 @@ class Augmenter:
 
 def _flip_flags(seed: tf.Tensor) -> tf.Tensor:
     """Flip left-right and up-down, each with probability 1/2."""
-    rows_cols = tf.random.stateless_uniform([2], seed) < 0.5
-    return tf.concat([[False], rows_cols], 0)
+    transpose, rows, cols = tf.unstack(uniform(seed, 3, _FLIPS) < 0.5, axis=-1)
+    return tf.stack([tf.zeros_like(transpose), rows, cols], -1)
 
 
 def _rot90_flags(seed: tf.Tensor, square: bool) -> tf.Tensor:
     """A random multiple of 90° counter-clockwise (180° steps when the tile is not square)."""
-    k = tf.random.stateless_uniform([], seed, 0, 4 if square else 2, dtype=tf.int32)
+    turns = 4 if square else 2
+    k = tf.cast(uniform(seed, 1, _FLIPS)[..., 0] * turns, tf.int32)
     k = k if square else 2 * k
     # rot90^k = optional transpose, then flips: k=1 T+rows, k=2 rows+cols, k=3 T+cols.
-    return tf.stack([tf.equal(k % 2, 1), tf.equal(k, 1) | tf.equal(k, 2), k >= 2])
+    return tf.stack([tf.equal(k % 2, 1), tf.equal(k, 1) | tf.equal(k, 2), k >= 2], -1)
 
 
 def _dihedral_flags(seed: tf.Tensor) -> tf.Tensor:
     """One of the 8 flips/quarter turns of a square tile, uniformly (= flip then rot90)."""
-    return tf.random.stateless_uniform([3], seed) < 0.5
+    return uniform(seed, 3, _FLIPS) < 0.5
 
 
 def apply_flags(
@@ -240,10 +229,11 @@ def center_crop(
 
 def _random_crop_box(hw: tuple[int, int], size: int, seed: tf.Tensor) -> tf.Tensor:
     """A ``size`` x ``size`` box at a random position (no resampling)."""
-    u = tf.random.stateless_uniform([2], seed)
-    top = tf.cast(u[0] * (hw[0] - size + 1), tf.int32)
-    left = tf.cast(u[1] * (hw[1] - size + 1), tf.int32)
-    return tf.stack([top, left, size, size])
+    u = uniform(seed, 2, _CROP)
+    top = tf.cast(u[..., 0] * (hw[0] - size + 1), tf.int32)
+    left = tf.cast(u[..., 1] * (hw[1] - size + 1), tf.int32)
+    side = tf.fill(tf.shape(top), size)
+    return tf.stack([top, left, side, side], -1)
 
 
 def _resized_crop_box(scale: tuple[float, float], ratio: tuple[float, float], size: int) -> Draw:
@@ -251,7 +241,7 @@ def _resized_crop_box(scale: tuple[float, float], ratio: tuple[float, float], si
 
     def draw(hw: tuple[int, int], seed: tf.Tensor) -> tf.Tensor:
         h, w = hw
-        u = tf.random.stateless_uniform([4], seed)
+        u = tf.unstack(uniform(seed, 4, _CROP), axis=-1)
         area = scale[0] + (scale[1] - scale[0]) * u[0]
         aspect = tf.exp(log_ratio[0] + (log_ratio[1] - log_ratio[0]) * u[1]) * (h / w)
         # Box sides as fractions of the tile: bw * bh = area, (bw * W) / (bh * H) = ratio.
@@ -259,7 +249,7 @@ def _resized_crop_box(scale: tuple[float, float], ratio: tuple[float, float], si
         box_w = _pixels(tf.sqrt(area * aspect), w)
         top = tf.cast(u[2] * tf.cast(h - box_h + 1, tf.float32), tf.int32)
         left = tf.cast(u[3] * tf.cast(w - box_w + 1, tf.float32), tf.int32)
-        return tf.stack([top, left, box_h, box_w])
+        return tf.stack([top, left, box_h, box_w], -1)
 
     return draw
 

@@ -12,11 +12,11 @@ over the batch, and OpenCV releases the GIL while it works, so the parallel
 batch maps of tf.data still use every core.
 ``benchmarks/bench_input.py`` measures both engines.
 
-The random draws stay TensorFlow stateless ops, tile by tile in a
-``tf.map_fn`` over the batch (:meth:`tfpipe.data.augment.Augmenter.draw_batch`);
-only their application runs here. Geometry is identical to the TensorFlow
-engine; colours agree within one ``uint8`` level and bilinear crops within two
-(OpenCV computes in fixed point); noise comes from NumPy's Philox generator
+The random draws stay TensorFlow ops, taken for the whole batch
+(:meth:`tfpipe.data.augment.Augmenter.draw`); only their application runs
+here. Geometry is identical to the TensorFlow engine; colours agree within
+one ``uint8`` level and bilinear crops within two (OpenCV computes in fixed
+point); noise comes from NumPy's Philox generator
 keyed by the same per-tile seed, so it is as reproducible but not the same
 numbers.
 
@@ -119,7 +119,9 @@ def augment_tiles(
         if box_list is not None:
             image, mask = crop(image, mask, box_list[i], size, resample)
         colour_dst = _plane(out[i])
-        if flag_list is not None:
+        # 1 tile in 8 keeps its orientation: the colour op then reads it where it is.
+        moved = flag_list is not None and any(flag_list[i])
+        if moved:
             # Between flip and colour the tile goes through this thread's scratch
             # buffer: a fresh array per tile costs ~20 µs of page faults.
             between = colour_dst if affines is None else _scratch(colour_dst.shape)
@@ -133,7 +135,7 @@ def augment_tiles(
                 affines[i, :, -1] += gains[i] * _mean(image)
             seed = seeds[i] if seeds.shape[1] else None
             colour(image, affines[i], noise_std, seed, colour_dst)
-        elif flag_list is None:
+        elif not moved:
             out[i] = image
     return out, out_masks
 
@@ -164,9 +166,14 @@ def _empty(mask: np.ndarray) -> bool:
 
 
 def _mean(image: np.ndarray) -> float:
-    """Mean of every 4th row over all channels, as ``colour.tile_mean``."""
-    channels = image.shape[-1] if image.ndim == 3 else 1
-    return sum(cv2.mean(image[::4])[:channels]) / channels
+    """Mean of every 4th row over all channels, as ``colour.tile_mean``.
+
+    Rows as one channel of ``width * channels`` values: OpenCV sums those with
+    SIMD (~4 µs per 256 x 256 RGB tile against ~15 µs for ``cv2.mean`` per channel).
+    """
+    rows = image[::4]
+    flat = rows.reshape(rows.shape[0], -1)  # a view: each row's pixels are contiguous
+    return cv2.sumElems(flat)[0] / flat.size
 
 
 def _plane(x: np.ndarray) -> np.ndarray:

@@ -35,6 +35,8 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from tfpipe.data.seeds import derive, uniform
+
 # ITU-R BT.601 luma weights and the RGB -> YIQ matrix (rows: Y, I, Q).
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 _RGB_TO_YIQ = np.array(
@@ -44,6 +46,8 @@ _YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ).astype(np.float32)
 # Pixels per matmul row: a [N, 3] x [3, 3] product is slow on CPU (K = 3);
 # a block-diagonal [N/8, 24] x [24, 24] does the same work in a fraction of the time.
 _PIXELS_PER_ROW = 8
+# The seeds' streams of the colour draws and the noise (tfpipe.data.seeds.uniform).
+_COLOUR, _NOISE = 2, 3
 
 
 class ColourJitter:
@@ -85,8 +89,11 @@ class ColourJitter:
         return self.saturation > 0 or self.hue > 0
 
     def draw(self, seed: tf.Tensor) -> tf.Tensor:
-        """The tile's four random draws in [-1, 1) (brightness, contrast, saturation, hue)."""
-        return 2.0 * tf.random.stateless_uniform([4], seed) - 1.0
+        """The tile's four random draws in [-1, 1) (brightness, contrast, saturation, hue).
+
+        ``seed`` is ``[2]`` (one tile) or ``[B, 2]`` (a batch: ``[B, 4]`` draws).
+        """
+        return 2.0 * uniform(seed, 4, _COLOUR) - 1.0
 
     def transform(self, draws: tf.Tensor, channels: int) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """The affine colour map of ``draws`` (shape ``[..., 4]``, one row per tile).
@@ -131,8 +138,8 @@ class ColourJitter:
 
 
 def noise_seed(seed: tf.Tensor) -> tf.Tensor:
-    """The seed of a tile's Gaussian noise, derived from its augmentation seed."""
-    return tf.random.experimental.stateless_fold_in(seed, 1)
+    """The seed of a tile's Gaussian noise (``[..., 2]``), derived from its augmentation seed."""
+    return derive(seed, _NOISE)
 
 
 def colour_matrix(saturation: tf.Tensor | float, hue: tf.Tensor | float) -> tf.Tensor:
@@ -147,16 +154,30 @@ def colour_matrix(saturation: tf.Tensor | float, hue: tf.Tensor | float) -> tf.T
         >>> colour_matrix(tf.ones([5]), tf.zeros([5])).shape
         TensorShape([5, 3, 3])
     """
-    s = tf.cast(saturation, tf.float32)[..., None, None]
+    s = tf.cast(saturation, tf.float32)
     # Negative angle: positive ``hue`` then turns red towards yellow, as HSV hue shifts do.
     theta = -2.0 * math.pi * tf.cast(hue, tf.float32)
-    luma = tf.constant(LUMA)[None, :]
-    sat = s * tf.eye(3) + (1.0 - s) * (tf.ones([3, 1]) * luma)
-    cos, sin = tf.cos(theta), tf.sin(theta)
-    one, zero = tf.ones_like(cos), tf.zeros_like(cos)
-    rows = [[one, zero, zero], [zero, cos, -sin], [zero, sin, cos]]
-    rotate_iq = tf.stack([tf.stack(row, -1) for row in rows], -2)
-    return tf.constant(_YIQ_TO_RGB) @ rotate_iq @ tf.constant(_RGB_TO_YIQ) @ sat
+    # Saturation scales the chroma (I, Q) that the hue turns, so the whole matrix is
+    # GRAY + s cos(theta) COS + s sin(theta) SIN: one small product per batch, not
+    # three chained 3 x 3 products per tile (~1 ms of graph ops per batch of 32).
+    coefficients = tf.stack([tf.ones_like(s), s * tf.cos(theta), s * tf.sin(theta)], -1)
+    flat = tf.tensordot(coefficients, tf.constant(_HUE_BASIS), 1)
+    return tf.reshape(flat, tf.concat([tf.shape(s), [3, 3]], 0))
+
+
+def _hue_basis() -> np.ndarray:
+    """``[3, 9]``: the gray, cosine and sine parts of a hue turn, as flat RGB matrices."""
+
+    def in_rgb(yiq: list[list[float]]) -> np.ndarray:
+        return _YIQ_TO_RGB @ np.array(yiq, np.float32) @ _RGB_TO_YIQ
+
+    gray = in_rgb([[1, 0, 0], [0, 0, 0], [0, 0, 0]])  # = [1, 1, 1]^T LUMA
+    cos = in_rgb([[0, 0, 0], [0, 1, 0], [0, 0, 1]])
+    sin = in_rgb([[0, 0, 0], [0, 0, -1], [0, 1, 0]])
+    return np.stack([gray, cos, sin]).reshape(3, 9).astype(np.float32)
+
+
+_HUE_BASIS = _hue_basis()
 
 
 def tile_mean(image: tf.Tensor) -> tf.Tensor:

@@ -4,9 +4,10 @@ Batches arrive decoded, with one ``[2]`` seed per tile
 (:mod:`tfpipe.data.seeds`). Training seeds are salted with the record id, then:
 
 * OpenCV engine (the default, :func:`tfpipe.data.plan.augment_engine`): the
-  tiles' random draws are taken (TensorFlow stateless ops, one per tile, in a
-  ``tf.map_fn`` over the batch) and the whole batch is augmented in one call
-  (:mod:`tfpipe.data.augment_cv`). Nothing runs per element.
+  tiles' random draws are taken for the whole batch at once (element-wise
+  hashes of the seeds, :func:`tfpipe.data.seeds.uniform`) and the whole batch
+  is augmented in one call (:mod:`tfpipe.data.augment_cv`). Nothing runs per
+  element.
 * TensorFlow engine: each tile is augmented by TensorFlow ops in a per-element
   map (:meth:`Finisher.element`), which is what a tf.data service worker can run.
 
@@ -14,8 +15,7 @@ Both engines use the same draws from the same seeds. Validation batches are
 center-cropped.
 
 Why per batch: a per-element stage (unbatch, a map, batch again) cost ~0.25 ms
-of CPU per image, 13 % of the full pipeline, on the 2-core reference machine;
-the draws in a ``map_fn`` cost a tenth of that.
+of CPU per image, 13 % of the full pipeline, on the 2-core reference machine.
 
 Example:
     >>> finish = Finisher(plan, cfg, training=True)                   # doctest: +SKIP
@@ -76,7 +76,7 @@ class Finisher:
         if not self.batched:
             # Augmented per element already, or nothing to do (tiles have the output size).
             return image, target, ids
-        draws = self.augmenter.draw_batch(salted(seeds, ids))
+        draws = self.augmenter.draw(salted(seeds, ids))
         masks = target if self.segmentation else None
         image, masks = self.augmenter.apply_batch(image, masks, draws)
         return image, (masks if self.segmentation else target), ids
