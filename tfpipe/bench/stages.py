@@ -189,20 +189,21 @@ def compose(sp: StagePlan, until: str, *, parallel: bool = True, vectorised: boo
         ds = ds.map(parse_steps(layout, "tensorflow")[1], **order)
         if until == "decode":
             return ds
-        return _augmented(sp, ds.batch(b, drop_remainder=True), None, order)
+        return _augmented(sp, ds.batch(b, drop_remainder=True), None, None, order)
     # PNG tiles are decoded in the parse step's batched map, as load() does.
     engine = "numpy" if until != "parse" and _batch_decode(sp) else "tensorflow"
     step, decode = parse_steps(layout, engine)
     if until in ("parse", "decode"):
         ds = ds.batch(b).map(step, **order).unbatch()
         return ds if until == "parse" or decode is None else ds.map(decode, **order)
-    return _augmented(sp, ds.batch(b, drop_remainder=True).map(step, **order), decode, order)
+    return _augmented(sp, ds.batch(b, drop_remainder=True), step, decode, order)
 
 
-def _augmented(sp: StagePlan, batches: Any, tile_decode: Any, order: dict) -> Any:
-    """Parsed batches to augmented tiles, batch by batch as ``load()`` goes (then unbatched).
+def _augmented(sp: StagePlan, batches: Any, step: Any, tile_decode: Any, order: dict) -> Any:
+    """Batches to augmented tiles, batch by batch as ``load()`` goes (then unbatched).
 
-    ``tile_decode`` is the per-tile decoding still to do (None: done per batch).
+    ``step`` is the batched parse (and decode) still to run (None: the batches
+    are decoded already); ``tile_decode`` the per-tile decoding (None: none).
     """
 
     from tfpipe.data.finish import Finisher
@@ -213,12 +214,19 @@ def _augmented(sp: StagePlan, batches: Any, tile_decode: Any, order: dict) -> An
     b = cfg.batch_size
     # [seed, position] per tile, as load() derives them (the values do not change the cost).
     ds = with_seeds(batches, cfg.seed, b, training=True)
+
+    def identity(f: Any) -> Any:
+        return f
+
+    parse = step or identity
     if tile_decode is not None or finish.per_element:
-        decode = tile_decode or (lambda f: f)
+        decode = tile_decode or identity
         per_tile = finish.element if finish.per_element else (lambda e, s: (e, s))
-        ds = ds.unbatch().map(lambda f, s: per_tile(decode(f), s), **order).batch(b)
-    ds = ds.map(finish.batch, **order).unbatch()
-    return ds.map(lambda image, target, ids: (image, target))
+        ds = ds.map(lambda r, s: (parse(r), s), **order).unbatch()
+        ds = ds.map(lambda f, s: per_tile(decode(f), s), **order).batch(b)
+        parse = identity
+    # As in load(): the rest of a batch's work runs in one map.
+    return ds.map(lambda r, s: finish.batch(parse(r), s)[:2], **order).unbatch()
 
 
 def _batch_decode(sp: StagePlan) -> bool:

@@ -4,8 +4,7 @@ Training pipeline (each stage redrawn every epoch, reproducible per seed)::
 
     shard list, shuffled ─▶ interleave(TFRecordDataset, parallel) ─▶ [balance]
       ─▶ shuffle(serialized records) ─▶ batch ─▶ + the batch's seeds
-      ─▶ map(parse_example + decode the PNG batch, parallel)
-      ─▶ map(draw and augment the batch with OpenCV, parallel)
+      ─▶ map(parse_example, decode the PNG batch, draw and augment it with OpenCV; parallel)
       ─▶ [tf.data service] ─▶ prefetch
 
 Every stage after the shuffle works on whole batches: a per-element stage
@@ -149,9 +148,12 @@ def build_dataset(
     step, decode = parse_steps(plan.layout, decode_engine(cfg, plan.layout, training))
     records = read_shards(plan.shards, cfg, training)
     cache = cache_target(plan, cfg, training)
-    tile_steps = []
+    # Steps on whole batches run in as few maps as they can: a map stage costs
+    # ~0.2 ms of CPU per batch on its own, ~6 µs per image at 32 per batch.
+    batch_steps, tile_steps = [], []
     if cache is None:
-        batches = _parsed_batches(records, step, plan, cfg, training, det)
+        batches = _shuffled_batches(records, plan, cfg, training)
+        batch_steps.append(lambda r, s: (step(r), s))
         if decode is not None:
             tile_steps.append(lambda f, s: (decode(f), s))
     else:
@@ -159,10 +161,12 @@ def build_dataset(
     if finish.per_element:
         tile_steps.append(finish.element)
     if tile_steps:
-        batches = _per_tile(batches, tile_steps, cfg, training, det)
-    batches = batches.map(_plain(finish.batch), **_parallel(cfg, det))
+        batches = _map_batches(batches, batch_steps, cfg, det)
+        batches, batch_steps = _per_tile(batches, tile_steps, cfg, training, det), []
+    batch_steps.append(finish.batch)
     if not with_ids:
-        batches = batches.map(_plain(drop_ids))
+        batch_steps.append(drop_ids)
+    batches = _map_batches(batches, batch_steps, cfg, det)
     batches = batches.with_options(_options(cfg, det))
     count = _known_batches(plan, cfg, training)
     if count is not None:
@@ -175,25 +179,15 @@ def build_dataset(
     return batches
 
 
-def _parsed_batches(
-    records: tf.data.Dataset,
-    step: Callable[[tf.Tensor], dict],
-    plan: InputPlan,
-    cfg: InputConfig,
-    training: bool,
-    det: bool,
+def _shuffled_batches(
+    records: tf.data.Dataset, plan: InputPlan, cfg: InputConfig, training: bool
 ) -> tf.data.Dataset:
-    """Balance, shuffle and batch serialized records, then ``step`` them: ``(features, seeds)``."""
+    """Balance, shuffle and batch serialized records: ``(records, seeds)``."""
     records = _sample(records, plan, cfg, training, lambda r: positive_fraction(r) > 0)
     if training and cfg.shuffle_buffer > 0:
         records = records.shuffle(cfg.shuffle_buffer, seed=cfg.seed)
-    batches = with_seeds(
-        records.batch(cfg.batch_size, drop_remainder=training),
-        cfg.seed + _AUGMENT_SALT,
-        cfg.batch_size,
-        training,
-    )
-    return batches.map(_plain(lambda r, s: (step(r), s)), **_parallel(cfg, det))
+    batches = records.batch(cfg.batch_size, drop_remainder=training)
+    return with_seeds(batches, cfg.seed + _AUGMENT_SALT, cfg.batch_size, training)
 
 
 def _batches_after_cache(
@@ -221,7 +215,7 @@ def _batches_after_cache(
 
 def _per_tile(
     batches: tf.data.Dataset,
-    steps: list[Callable[[Any, tf.Tensor], tuple[Any, tf.Tensor]]],
+    steps: list[Callable[..., tuple]],
     cfg: InputConfig,
     training: bool,
     det: bool,
@@ -231,14 +225,26 @@ def _per_tile(
     The TensorFlow decoding (JPEG, raw, served batches) and the TensorFlow
     augmentation engine work tile by tile.
     """
-
-    def run(element: Any, seed: tf.Tensor) -> tuple[Any, tf.Tensor]:
-        for one in steps:
-            element, seed = one(element, seed)
-        return element, seed
-
-    tiles = batches.unbatch().map(_plain(run), **_parallel(cfg, det))
+    tiles = batches.unbatch().map(_plain(_chain(steps)), **_parallel(cfg, det))
     return _batch(tiles, cfg, training, det)
+
+
+def _map_batches(
+    batches: tf.data.Dataset, steps: list[Callable[..., tuple]], cfg: InputConfig, det: bool
+) -> tf.data.Dataset:
+    """Run ``steps`` one after the other on each batch, in one parallel map."""
+    return batches.map(_plain(_chain(steps)), **_parallel(cfg, det)) if steps else batches
+
+
+def _chain(steps: list[Callable[..., tuple]]) -> Callable[..., tuple]:
+    """One function of ``steps``: each takes the tuple that the one before returned."""
+
+    def run(*values: Any) -> tuple:
+        for one in steps:
+            values = one(*values)
+        return values
+
+    return run
 
 
 def _batch(ds: tf.data.Dataset, cfg: InputConfig, training: bool, det: bool) -> tf.data.Dataset:
