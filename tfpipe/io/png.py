@@ -77,7 +77,13 @@ def decode_up_filtered(
         raise ValueError(
             f"PNG is {height}x{width}x{channels}; expected {'x'.join(map(str, out.shape))}"
         )
-    rows = _inflate(data, height, width * channels + 1)
+    # The rows inflate straight into the scan's first buffer, below its zero rows:
+    # no new array per tile (a 200 kB one per tile, freed on another thread than
+    # the next one is taken on, spreads glibc's heap arenas) and no copy.
+    pad = _pad_rows(height)
+    padded = _scratch(pad, (height, width * channels + 1))
+    rows = padded[pad:]
+    _inflate(data, rows)
     # The filter byte of every row, compared as bytes: NumPy's per-call cost on
     # a few hundred bytes is all Python time, which holds the GIL.
     filters = rows[:, 0].tobytes()
@@ -86,7 +92,7 @@ def decode_up_filtered(
     if out is None:
         out = np.empty((height, width, channels), np.uint8)
     # Row 0's "up" filter adds the zero row above it: the same as no filter.
-    _undo_up_filter(rows[:, 1:], out.reshape(height, width * channels))
+    _undo_up_filter(padded, pad, out.reshape(height, width * channels))
     return out
 
 
@@ -100,8 +106,8 @@ def _read_header(data: bytes) -> tuple[int, int, int] | None:
     return height, width, _CHANNELS[colour]
 
 
-def _inflate(data: bytes, height: int, row_bytes: int) -> np.ndarray:
-    """The filtered rows, ``[height, 1 + row bytes]``: every IDAT chunk, inflated at once."""
+def _inflate(data: bytes, rows: np.ndarray) -> None:
+    """Inflate every IDAT chunk at once into ``rows``: the filtered rows, C-contiguous."""
     view, pos, parts = memoryview(data), 33, []  # 33: signature + IHDR chunk
     while pos + 8 <= len(data):
         length, kind = _CHUNK.unpack_from(data, pos)
@@ -111,18 +117,19 @@ def _inflate(data: bytes, height: int, row_bytes: int) -> np.ndarray:
             break
         pos += length + 12  # length, type, data, CRC
     stream = parts[0] if len(parts) == 1 else b"".join(parts)
-    size = height * row_bytes
     try:
-        raw = imagecodecs.deflate_decode(stream, out=size)
+        raw = imagecodecs.deflate_decode(stream, out=rows.reshape(-1))
     except imagecodecs.DeflateError as err:
         raise ValueError(f"damaged PNG image data: {err}") from None
-    if len(raw) != size:
-        raise ValueError(f"damaged PNG image data: {len(raw)} bytes inflated, {size} expected")
-    return np.frombuffer(raw, np.uint8).reshape(height, row_bytes)
+    if len(raw) != rows.size:
+        raise ValueError(f"damaged PNG image data: {len(raw)} bytes inflated, {rows.size} expected")
 
 
-def _undo_up_filter(rows: np.ndarray, out: np.ndarray) -> None:
-    """Running sum of ``rows`` into ``out``, mod 256 (``uint8`` wraps): a log-step scan.
+def _undo_up_filter(padded: np.ndarray, pad: int, out: np.ndarray) -> None:
+    """Running sum of the rows below ``pad`` zero rows into ``out``, mod 256: a log-step scan.
+
+    ``padded``'s first column is the rows' filter bytes, left out of ``out``
+    (``uint8`` wraps, so the sums are mod 256).
 
     ``np.cumsum(axis=0)`` walks one column at a time, element by element
     (~5x slower); each step here adds whole rows with SIMD. Steps alternate
@@ -131,20 +138,20 @@ def _undo_up_filter(rows: np.ndarray, out: np.ndarray) -> None:
     first: ~40 % slower). Every NumPy call is Python time with the GIL held,
     which the other decoding threads wait for, so each step is one call.
     """
-    height = len(rows)
-    pad = _pad_rows(height)
+    height = len(padded) - pad
     # Two buffers of `pad` zero rows above `height` rows: adding the rows `step`
     # above covers the first rows too (they add zeros), one NumPy call per step.
-    src, dst = _scratch(pad, rows.shape), _scratch(pad, rows.shape, second=True)
-    src[pad:] = rows
+    # The steps before the last add the filter column too: whole rows add faster.
+    src, dst = padded, _scratch(pad, (height, padded.shape[1]), second=True)
     step = 1
-    while step < height:
-        last = 2 * step >= height
-        np.add(src[pad:], src[pad - step : pad + height - step], out=out if last else dst[pad:])
+    while 2 * step < height:
+        np.add(src[pad:], src[pad - step : pad + height - step], out=dst[pad:])
         src, dst = dst, src
         step *= 2
     if height == 1:
-        out[...] = rows
+        out[...] = src[pad:, 1:]
+    else:
+        np.add(src[pad:, 1:], src[pad - step : pad + height - step, 1:], out=out)
 
 
 _SCRATCH = threading.local()
