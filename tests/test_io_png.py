@@ -95,3 +95,21 @@ def test_fast_path_matches_libpng_on_every_demo_like_tile():
         image = _tile((64, 80, 3), seed=seed)
         data = encode_image(image, "png")
         np.testing.assert_array_equal(png.decode_png(data, 3), imagecodecs.png_decode(data))
+
+
+def test_the_scan_compiles_without_a_disk_cache_when_numba_has_nowhere_to_write(monkeypatch):
+    import numba
+
+    real_njit = numba.njit
+
+    def njit(**options):
+        if options.get("cache"):
+            raise RuntimeError("cannot cache function: no locator available")
+        return real_njit(**options)
+
+    monkeypatch.setattr(numba, "njit", njit)
+    scan = png._compiled(png._undo_up_filter.py_func)
+    rows = np.array([[2, 1, 2], [2, 3, 4], [2, 250, 10]], np.uint8)  # filter byte, then pixels
+    out = np.zeros((3, 2), np.uint8)
+    scan(rows, out)
+    np.testing.assert_array_equal(out, [[1, 2], [4, 6], [254, 16]])

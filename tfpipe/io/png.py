@@ -30,6 +30,7 @@ from __future__ import annotations
 import functools
 import struct
 import threading
+from collections.abc import Callable
 
 import imagecodecs
 import numba
@@ -125,7 +126,19 @@ def _inflate(data: bytes, rows: np.ndarray) -> None:
         raise ValueError(f"damaged PNG image data: {len(raw)} bytes inflated, {rows.size} expected")
 
 
-@numba.njit(nogil=True, cache=True, boundscheck=False)
+def _compiled(function: Callable[..., None]) -> Callable[..., None]:
+    """``function`` compiled without the GIL; cached on disk where numba finds a writable place.
+
+    Without one (a read-only install and home), numba refuses ``cache=True`` at
+    import: compile in each process instead (~0.65 s on the first call).
+    """
+    try:
+        return numba.njit(nogil=True, cache=True)(function)
+    except RuntimeError:
+        return numba.njit(nogil=True)(function)
+
+
+@_compiled
 def _undo_up_filter(rows: np.ndarray, out: np.ndarray) -> None:
     """Running sum down each column of ``rows`` without its first (filter) column, mod 256.
 
