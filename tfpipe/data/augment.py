@@ -154,8 +154,7 @@ class Augmenter:
 
 def _flip_flags(seed: tf.Tensor) -> tf.Tensor:
     """Flip left-right and up-down, each with probability 1/2."""
-    transpose, rows, cols = tf.unstack(uniform(seed, 3, _FLIPS) < 0.5, axis=-1)
-    return tf.stack([tf.zeros_like(transpose), rows, cols], -1)
+    return (uniform(seed, 3, _FLIPS) < 0.5) & tf.constant([False, True, True])
 
 
 def _rot90_flags(seed: tf.Tensor, square: bool) -> tf.Tensor:

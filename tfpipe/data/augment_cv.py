@@ -16,9 +16,8 @@ The random draws stay TensorFlow ops, taken for the whole batch
 (:meth:`tfpipe.data.augment.Augmenter.draw`); only their application runs
 here. Geometry is identical to the TensorFlow engine; colours agree within
 one ``uint8`` level and bilinear crops within two (OpenCV computes in fixed
-point); noise comes from NumPy's Philox generator
-keyed by the same per-tile seed, so it is as reproducible but not the same
-numbers.
+point); noise comes from NumPy's Philox generator keyed by the same per-tile
+seed, so it is as reproducible but not the same numbers.
 
 Limit: this is Python code, so a tf.data service worker in another process
 cannot run it; :func:`tfpipe.data.plan.augment_engine` picks the TensorFlow

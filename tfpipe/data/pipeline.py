@@ -152,12 +152,17 @@ def build_dataset(
     # ~0.2 ms of CPU per batch on its own, ~6 µs per image at 32 per batch.
     batch_steps, tile_steps = [], []
     if cache is None:
-        batches = _shuffled_batches(records, plan, cfg, training)
+        records = _balance_and_shuffle(
+            records, plan, cfg, training, lambda r: positive_fraction(r) > 0
+        )
+        batches = records.batch(cfg.batch_size, drop_remainder=training)
         batch_steps.append(lambda r, s: (step(r), s))
         if decode is not None:
             tile_steps.append(lambda f, s: (decode(f), s))
     else:
         batches = _batches_after_cache(records, cache, step, decode, plan, cfg, training, det)
+    # Seeds are drawn after any cache (else every epoch would replay epoch 1's).
+    batches = with_seeds(batches, cfg.seed + _AUGMENT_SALT, cfg.batch_size, training)
     if finish.per_element:
         tile_steps.append(finish.element)
     if tile_steps:
@@ -179,17 +184,6 @@ def build_dataset(
     return batches
 
 
-def _shuffled_batches(
-    records: tf.data.Dataset, plan: InputPlan, cfg: InputConfig, training: bool
-) -> tf.data.Dataset:
-    """Balance, shuffle and batch serialized records: ``(records, seeds)``."""
-    records = _sample(records, plan, cfg, training, lambda r: positive_fraction(r) > 0)
-    if training and cfg.shuffle_buffer > 0:
-        records = records.shuffle(cfg.shuffle_buffer, seed=cfg.seed)
-    batches = records.batch(cfg.batch_size, drop_remainder=training)
-    return with_seeds(batches, cfg.seed + _AUGMENT_SALT, cfg.batch_size, training)
-
-
 def _batches_after_cache(
     records: tf.data.Dataset,
     cache: str,
@@ -200,17 +194,13 @@ def _batches_after_cache(
     training: bool,
     det: bool,
 ) -> tf.data.Dataset:
-    """Decode and cache tiles; balance, shuffle, batch and seed after the cache."""
+    """Decode and cache tiles; balance, shuffle and batch after the cache."""
     decoded = records.batch(cfg.batch_size).map(_plain(step), **_parallel(cfg, det)).unbatch()
     if decode is not None:
         decoded = decoded.map(_plain(decode), **_parallel(cfg, det))
     decoded = decoded.cache(cache)
-    decoded = _sample(decoded, plan, cfg, training, lambda e: e["positive"] > 0)
-    if training and cfg.shuffle_buffer > 0:
-        decoded = decoded.shuffle(cfg.shuffle_buffer, seed=cfg.seed)
-    # Seeds are drawn after the cache (else every epoch would replay epoch 1's).
-    batches = _batch(decoded, cfg, training, det)
-    return with_seeds(batches, cfg.seed + _AUGMENT_SALT, cfg.batch_size, training)
+    decoded = _balance_and_shuffle(decoded, plan, cfg, training, lambda e: e["positive"] > 0)
+    return _batch(decoded, cfg, training, det)
 
 
 def _per_tile(
@@ -256,18 +246,21 @@ def _parallel(cfg: InputConfig, det: bool) -> dict[str, Any]:
     return {"num_parallel_calls": cfg.parallel_calls or tf.data.AUTOTUNE, "deterministic": det}
 
 
-def _sample(
+def _balance_and_shuffle(
     ds: tf.data.Dataset,
     plan: InputPlan,
     cfg: InputConfig,
     training: bool,
     is_positive: Callable[[Any], tf.Tensor],
 ) -> tf.data.Dataset:
-    if plan.balance is None:
-        return ds
-    # Per-element seeds; validation's are fixed (the same subset every epoch).
-    seeds = batch_seeds(cfg.seed + _BALANCE_SALT, 1, redrawn=training).unbatch()
-    return balance.resample(ds, plan.balance, is_positive, seeds)
+    """Resample to the planned class balance, then shuffle (training) by ``shuffle_buffer``."""
+    if plan.balance is not None:
+        # Per-element seeds; validation's are fixed (the same subset every epoch).
+        seeds = batch_seeds(cfg.seed + _BALANCE_SALT, 1, redrawn=training).unbatch()
+        ds = balance.resample(ds, plan.balance, is_positive, seeds)
+    if training and cfg.shuffle_buffer > 0:
+        ds = ds.shuffle(cfg.shuffle_buffer, seed=cfg.seed)
+    return ds
 
 
 def _known_batches(plan: InputPlan, cfg: InputConfig, training: bool) -> int | None:

@@ -34,8 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 # SplitMix64's increment and finaliser multipliers (Steele, Lea & Flood, 2014).
-_GAMMA_INT = 0x9E3779B97F4A7C15
-_GAMMA = np.uint64(_GAMMA_INT)
+_GAMMA = 0x9E3779B97F4A7C15
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
 
@@ -106,10 +105,14 @@ def derive(seed: tf.Tensor, stream: int) -> tf.Tensor:
 def _bits(seed: tf.Tensor, n: int, stream: int) -> tf.Tensor:
     """``[..., n]`` uint64: SplitMix64 outputs 1..n from a state hashed from seed and stream."""
     words = tf.bitcast(tf.cast(seed, tf.int64), tf.uint64)
-    salt = np.uint64((stream + 1) * _GAMMA_INT % (1 << 64))
+    salt = _times_gamma([stream + 1])[0]
     state = _mix(_xor(words[..., 0], _mix(_xor(words[..., 1], salt))))
-    steps = tf.constant(np.arange(1, n + 1, dtype=np.uint64) * _GAMMA)
-    return _mix(state[..., None] + steps)
+    return _mix(state[..., None] + tf.constant(_times_gamma(range(1, n + 1))))
+
+
+def _times_gamma(ks: Any) -> np.ndarray:
+    """``k * gamma`` mod 2^64 for each ``k``, as uint64 (computed in Python: no overflow)."""
+    return np.array([k * _GAMMA % (1 << 64) for k in ks], np.uint64)
 
 
 def _mix(x: tf.Tensor) -> tf.Tensor:
