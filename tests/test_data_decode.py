@@ -88,6 +88,23 @@ def test_release_iterators_frees_live_iterators(tmp_path):
     assert not hasattr(it, "_iterator_resource")
 
 
+def test_release_iterators_walks_past_dead_weak_proxies(tmp_path):
+    import weakref
+
+    class Referent:
+        pass
+
+    referent = Referent()
+    proxy = weakref.proxy(referent)
+    del referent  # `proxy` is dead now; it is still among gc's objects
+    root = write_records(tmp_path / "rec")
+    it = iter(td.load(root, batch_size=4, augment=KIDNEY))
+    next(it)
+    assert data_exit.release_iterators() >= 1
+    assert not hasattr(it, "_iterator_resource")
+    assert proxy is not None
+
+
 def test_a_script_that_stops_reading_early_exits(tmp_path):
     # Python calls (decode, augmentation) are in flight when the script ends; without
     # tfpipe.data.exit the interpreter could hang for ever while it shuts down.

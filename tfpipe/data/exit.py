@@ -41,7 +41,10 @@ def release_iterators() -> int:
     """
     released = 0
     for obj in gc.get_objects():
-        if isinstance(obj, iterator_ops.OwnedIterator) and "_iterator_resource" in vars(obj):
+        # type(), not isinstance(): isinstance on a dead weakref.proxy (numba keeps
+        # some) raises ReferenceError, which would end the hook before its work.
+        owned = issubclass(type(obj), iterator_ops.OwnedIterator)
+        if owned and "_iterator_resource" in vars(obj):
             del obj._iterator_resource
             vars(obj).pop("_components", None)
             released += 1
