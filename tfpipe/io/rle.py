@@ -180,7 +180,7 @@ def decode_window(runs: np.ndarray, height: int, y: int, x: int, h: int, w: int)
     lo, hi = x * height, (x + w) * height
     first = int(np.searchsorted(runs[:, 1], lo, side="right"))
     last = int(np.searchsorted(runs[:, 0], hi, side="left"))
-    cols, top, bottom = _column_segments(np.clip(runs[first:last], lo, hi), height)
+    cols, top, bottom = column_segments(np.clip(runs[first:last], lo, hi), height)
     top, bottom = np.clip(top, y, y + h) - y, np.clip(bottom, y, y + h) - y
     inside = bottom > top
     cols, top, bottom = cols[inside] - x, top[inside], bottom[inside]
@@ -195,8 +195,16 @@ def decode_window(runs: np.ndarray, height: int, y: int, x: int, h: int, w: int)
     return steps[:-1].view(np.uint8)
 
 
-def _column_segments(runs: np.ndarray, height: int) -> tuple[np.ndarray, ...]:
-    """Split flat ``[start, end)`` runs into per-column ``(col, top row, bottom row)``."""
+def column_segments(runs: np.ndarray, height: int) -> tuple[np.ndarray, ...]:
+    """Split column-major flat ``[start, end)`` runs into per-column ``(col, top, bottom)``.
+
+    A run that wraps past the bottom of a column continues at the top of the
+    next one; each piece is one segment, rows ``[top, bottom)`` of column ``col``.
+
+    Example:
+        >>> [a.tolist() for a in column_segments(np.array([[1, 5]]), 3)]
+        [[0, 1], [1, 0], [3, 2]]
+    """
     starts, ends = runs[:, 0], runs[:, 1]
     first_col, last_col = starts // height, (ends - 1) // height
     counts = last_col - first_col + 1

@@ -1,13 +1,12 @@
 """RLE masks read by row band, and the label readers a worker opens.
 
-``tfpipe.io.rle.RleMask`` decodes windows through a cached *column* strip of
-full slide height, ideal for walking a slide column by column. The ETL reads
-*row* bands (``tile_size`` rows x full width, see :mod:`tfpipe.records.tiling`);
-through ``RleMask`` one band would decode the whole mask (``H x W`` bytes,
-~1.2 GB for a 30k x 40k slide). :class:`RowSegments` therefore re-expresses the
-validated runs (``tfpipe.io.rle.parse_rle``) as per-column row intervals: a
-band reads only the intervals that cross its rows, memory ~ one band, and the
-main process can hand each work unit just the intervals of its rows.
+The ETL reads *row* bands (``tile_size`` rows x full width, see
+:mod:`tfpipe.records.tiling`) in worker processes. ``tfpipe.io.rle.RleMask``
+keeps the runs as column-major flat offsets, so every band of a slide would
+search and split all of its runs, and each worker would need all of them.
+:class:`RowSegments` splits the validated runs (``tfpipe.io.rle.parse_rle``)
+into per-column row intervals once: a band reads only the intervals that
+cross its rows, and the main process hands each work unit just those.
 
 Example:
     >>> import numpy as np
@@ -27,6 +26,7 @@ import cv2
 import numpy as np
 
 from tfpipe.io.masks import open_mask_image
+from tfpipe.io.rle import column_segments
 
 # Below this many intervals a window is painted interval by interval (a glomerulus
 # mask band has a few thousand); above it, a running sum over the window is cheaper.
@@ -65,14 +65,7 @@ class RowSegments:
             shape: ``(H, W)`` of the mask.
         """
         height, width = (int(s) for s in shape)
-        start, end = runs[:, 0], runs[:, 1]
-        c0, c1 = start // height, (end - 1) // height
-        pieces = c1 - c0 + 1
-        run = np.repeat(np.arange(start.size), pieces)
-        step = np.arange(int(pieces.sum())) - np.repeat(np.cumsum(pieces) - pieces, pieces)
-        col = c0[run] + step
-        r0 = np.where(step == 0, start[run] - c0[run] * height, 0)
-        r1 = np.where(col == c1[run], end[run] - c1[run] * height, height)
+        col, r0, r1 = column_segments(runs, height)
         return cls(height, width, col.astype(np.int32), r0.astype(np.int32), r1.astype(np.int32))
 
     def select_rows(self, y0: int, y1: int) -> RowSegments:
