@@ -121,9 +121,8 @@ def augment_tiles(
         # 1 tile in 8 keeps its orientation: the colour op then reads it where it is.
         moved = flag_list is not None and any(flag_list[i])
         if moved:
-            # Between flip and colour the tile goes through this thread's scratch
-            # buffer: a fresh array per tile costs ~20 µs of page faults.
-            between = colour_dst if affines is None else _scratch(colour_dst.shape)
+            # Between flip and colour the tile goes through this thread's scratch buffer.
+            between = colour_dst if affines is None else _scratch("flipped", colour_dst.shape)
             image = flip(image, flag_list[i], between)
             if mask is not None:
                 flip(mask, flag_list[i], _plane(out_masks[i]))
@@ -151,11 +150,13 @@ def _affines(matrices: np.ndarray, offsets: np.ndarray) -> np.ndarray:
 _SCRATCH = threading.local()
 
 
-def _scratch(shape: tuple[int, ...]) -> np.ndarray:
-    """This thread's buffer for one tile between two ops (tf.data runs batches in parallel)."""
-    buffer = getattr(_SCRATCH, "buffer", None)
+def _scratch(name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """This thread's buffer ``name`` for one tile between two ops (tf.data runs batches
+    in parallel); a fresh array per tile would cost ~20 µs of page faults."""
+    buffers = _SCRATCH.__dict__
+    buffer = buffers.get(name)
     if buffer is None or buffer.shape != shape:
-        buffer = _SCRATCH.buffer = np.empty(shape, np.uint8)
+        buffer = buffers[name] = np.empty(shape, np.uint8)
     return buffer
 
 
@@ -183,14 +184,21 @@ def _plane(x: np.ndarray) -> np.ndarray:
 def crop(
     image: np.ndarray, mask: np.ndarray | None, box: Sequence[int], size: int, resample: bool
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Cut ``[top, left, height, width]``; resize to ``size`` (bilinear / nearest) when asked."""
+    """Cut ``[top, left, height, width]``; resize to ``size`` (bilinear / nearest) when asked.
+
+    A resized image is this thread's scratch buffer: the next resized crop on
+    the thread overwrites it.
+    """
     top, left, h, w = (int(v) for v in box)
     image = image[top : top + h, left : left + w]
     mask = None if mask is None else mask[top : top + h, left : left + w]
     if resample:
-        # Pixel centres, as tf.image.resize; OpenCV's nearest modes round differently.
-        image = cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
+        # Into this thread's buffer: the tile is then read once more, by the next op.
+        resized = _scratch("resized", (size, size, image.shape[-1]))
+        cv2.resize(image, (size, size), dst=_plane(resized), interpolation=cv2.INTER_LINEAR)
+        image = resized
         if mask is not None:
+            # Pixel centres, as tf.image.resize; OpenCV's nearest modes round differently.
             mask = mask[_nearest(h, size)][:, _nearest(w, size)]
     return image, mask
 
