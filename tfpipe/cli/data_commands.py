@@ -1,0 +1,197 @@
+"""Commands for data: make-demo-data, build-records, inspect-records, serve-data, bench-input."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tfpipe.cli.common import experiment_args, load_args
+
+# ----------------------------------------------------------------- make-demo-data
+
+
+def _add_make_demo_data(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "make-demo-data",
+        help="write a synthetic dataset in the HuBMAP layout (or a classification one)",
+        description="Write synthetic slides with tissue texture, background and "
+        "glomerulus-like blobs: DIR/train/<id>.tiff and DIR/train.csv (id,encoding). "
+        "With --kind classification: DIR/images/*.png and DIR/labels.csv (path,labels).",
+    )
+    p.add_argument("dir", type=Path, help="output folder")
+    p.add_argument("--kind", choices=["segmentation", "classification"], default="segmentation")
+    p.add_argument("--slides", type=int, default=None, help="number of slides/images")
+    p.add_argument("--size", type=int, default=None, help="slide side in pixels")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing DIR")
+
+
+def _run_make_demo_data(args: argparse.Namespace) -> int:
+    from tfpipe.records import demo
+
+    kwargs = {k: v for k, v in (("n", args.slides), ("size", args.size)) if v is not None}
+    if args.kind == "classification":
+        out = demo.make_demo_classification(
+            args.dir, seed=args.seed, overwrite=args.overwrite, **kwargs
+        )
+    else:
+        out = demo.make_demo_data(args.dir, seed=args.seed, overwrite=args.overwrite, **kwargs)
+    print(out)
+    return 0
+
+
+# ------------------------------------------------------------------ build-records
+
+
+def _add_build_records(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "build-records",
+        help="tile, filter, resize, shuffle and shard source images into TFRecords",
+        description="Offline ETL: stream slides window by window, cut tiles, drop "
+        "background, resize once, shuffle globally, and write sharded TFRecords grouped "
+        "into folds by source image, with manifest.json.",
+    )
+    experiment_args(p)
+    p.add_argument("--output", type=Path, default=None, help="override data.output")
+    p.add_argument("--workers", type=int, default=None, help="worker processes (default: cores)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+
+
+def _run_build_records(args: argparse.Namespace) -> int:
+    if args.workers is not None:
+        # Through --set so that a bad value is a ConfigError naming the key, not a traceback.
+        args.overrides.append(f"data.workers={args.workers}")
+    exp = load_args(args)
+    from tfpipe.records.build import build_records
+
+    if args.output is not None:
+        exp.data.output = args.output
+    build_records(exp.data, overwrite=args.overwrite)
+    return 0
+
+
+# ---------------------------------------------------------------- inspect-records
+
+
+def _add_inspect_records(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "inspect-records",
+        help="summarise a records folder, verify checksums, write a contact sheet",
+    )
+    p.add_argument("records", type=Path, help="records folder (holds manifest.json)")
+    p.add_argument("--sheet", type=Path, default=None, help="PNG path (default: RECORDS/sheet.png)")
+    p.add_argument("--tiles", type=int, default=32, help="tiles on the contact sheet")
+    p.add_argument("--no-verify", action="store_true", help="skip sha256 verification")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _run_inspect_records(args: argparse.Namespace) -> int:
+    from tfpipe.records.inspect import inspect_records
+
+    report = inspect_records(
+        args.records,
+        sheet=args.sheet,
+        n_tiles=args.tiles,
+        verify=not args.no_verify,
+        seed=args.seed,
+    )
+    return 0 if report.ok else 1
+
+
+# --------------------------------------------------------------------- serve-data
+
+
+def _add_serve_data(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve-data",
+        help="run a tf.data service dispatcher or worker",
+        description="Scale input beyond one host: start a dispatcher, then workers that "
+        "register with it; set input.service: grpc://HOST:PORT in the experiment.",
+    )
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--dispatcher", type=int, metavar="PORT", help="start a dispatcher on PORT")
+    g.add_argument("--worker", metavar="HOST:PORT", help="start a worker for this dispatcher")
+    p.add_argument("--port", type=int, default=0, help="worker port (default: any free port)")
+    p.add_argument(
+        "--host",
+        default=None,
+        help="name trainers use to reach this worker (default: this machine's host name)",
+    )
+
+
+def _run_serve_data(args: argparse.Namespace) -> int:
+    from tfpipe.errors import ConfigError
+
+    if args.dispatcher is not None and not 0 < args.dispatcher < 65536:
+        raise ConfigError(f"--dispatcher needs a port in 1..65535; got {args.dispatcher}")
+    if args.worker is not None and ":" not in args.worker.removeprefix("grpc://"):
+        raise ConfigError(f"--worker needs the dispatcher as HOST:PORT; got {args.worker!r}")
+    from tfpipe.data import service
+
+    if args.dispatcher is not None:
+        service.run_dispatcher(args.dispatcher)
+    else:
+        service.run_worker(args.worker, port=args.port, host=args.host)
+    return 0
+
+
+# -------------------------------------------------------------------- bench-input
+
+
+def _add_bench_input(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench-input",
+        help="measure input throughput stage by stage against the model's step time",
+        description="Time the experiment's input pipeline after each cumulative stage (read, "
+        "parse, decode, augment, batch, prefetch), an ablation with one optimisation off at a "
+        "time, optional sweeps, and the model's training step with and without input; print "
+        "the verdict (input- or compute-bound) and advice; write bench.json, bench.md and "
+        "stages.png. Defaults come from the experiment's bench section (--set bench.KEY=V).",
+    )
+    experiment_args(p)
+    p.add_argument(
+        "--sweep",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="measure the pipeline for each value: input.* keys, data.encoding or "
+        "data.compression (e.g. input.batch_size=32,64,128; repeatable)",
+    )
+    p.add_argument(
+        "--compare",
+        nargs=2,
+        type=Path,
+        metavar=("A.json", "B.json"),
+        help="print two bench.json side by side (B ÷ A) instead of measuring",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="folder for bench.json, bench.md and stages.png (default: runs/bench-<timestamp>); "
+        "with --compare, a Markdown file",
+    )
+    p.add_argument("--batches", type=int, default=None, help="batches per timed window")
+    p.add_argument("--repeats", type=int, default=None, help="timed windows per figure")
+
+
+def _run_bench_input(args: argparse.Namespace) -> int:
+    from tfpipe.bench import harness
+
+    if args.compare:
+        harness.compare_reports(*args.compare, out=args.out)
+        return 0
+    exp = load_args(args)
+    harness.bench_input(
+        exp, sweeps=args.sweep, out_dir=args.out, batches=args.batches, repeats=args.repeats
+    )
+    return 0
+
+
+COMMANDS = {
+    "make-demo-data": (_add_make_demo_data, _run_make_demo_data),
+    "build-records": (_add_build_records, _run_build_records),
+    "inspect-records": (_add_inspect_records, _run_inspect_records),
+    "serve-data": (_add_serve_data, _run_serve_data),
+    "bench-input": (_add_bench_input, _run_bench_input),
+}

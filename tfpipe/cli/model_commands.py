@@ -1,0 +1,143 @@
+"""Commands for models: train, runs, predict, evaluate, and demo (everything, end to end)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tfpipe.cli.common import DEFAULT_EXPERIMENT, experiment_args, load_args
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train the experiment's model on its records, fold by fold",
+        description="Keras training driven by one YAML file: k-fold cross-validation by "
+        "source image, per-fold best checkpoints, history, TensorBoard logs and a summary "
+        "in runs/<timestamp>-<name>/.",
+    )
+    experiment_args(p, required=True)
+    p.add_argument(
+        "--fold",
+        type=int,
+        action="append",
+        default=None,
+        metavar="K",
+        help="validate on fold K only (repeatable; default: train.folds)",
+    )
+    p.add_argument(
+        "--resume", default=None, metavar="RUN_DIR", help="resume an interrupted run ('latest')"
+    )
+    p.add_argument("--name", default=None, help="run name (default: experiment name)")
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from tfpipe.train.trainer import train_experiment
+
+    exp = load_args(args)
+    train_experiment(exp, folds=args.fold, resume=args.resume, name=args.name)
+    return 0
+
+
+def _add_runs(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("runs", help="print the experiment log: what changed and the CV score")
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    p.add_argument("--baseline", default=None, help="compare every run with this run")
+    p.add_argument("--csv", type=Path, default=None, help="also write the table as CSV")
+    p.add_argument("--markdown", type=Path, default=None, help="also write the table as Markdown")
+
+
+def _run_runs(args: argparse.Namespace) -> int:
+    from tfpipe.train.runlog import print_runs
+
+    print_runs(args.runs_dir, baseline=args.baseline, csv_path=args.csv, md_path=args.markdown)
+    return 0
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="whole-slide prediction with overlap, TTA and fold ensembles, written as RLE",
+    )
+    experiment_args(p, required=True)
+    p.add_argument("--checkpoint", required=True, help="run folder (all folds) or .keras file")
+    p.add_argument("--images", type=Path, default=None, help="folder of slides (predict.images)")
+    p.add_argument("--out", type=Path, default=None, help="submission CSV (predict.out)")
+    p.add_argument("--save-masks", type=Path, default=None, help="also write mask PNG/TIFFs here")
+    p.add_argument(
+        "--save-probs",
+        type=Path,
+        default=None,
+        help="also write low-res probability maps (<id>.npy + .json) for evaluate's sweep",
+    )
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    from tfpipe.predict.slides import predict_slides
+
+    exp = load_args(args)
+    predict_slides(
+        exp,
+        checkpoint=args.checkpoint,
+        images=args.images,
+        out=args.out,
+        save_masks=args.save_masks,
+        save_probabilities=args.save_probs,
+    )
+    return 0
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="dice per slide against RLE truth, threshold sweep")
+    p.add_argument("--pred", type=Path, required=True, help="prediction CSV or probability folder")
+    p.add_argument("--truth", type=Path, required=True, help="RLE CSV or mask folder")
+    p.add_argument("--images", type=Path, default=None, help="slides (for shapes and overlay)")
+    p.add_argument("--overlay", type=Path, default=None, help="write an overlay PNG here")
+    p.add_argument("--overlay-id", default=None, help="slide drawn in the overlay (default: first)")
+    p.add_argument(
+        "--region",
+        default=None,
+        metavar="Y,X,H,W",
+        help="overlay region in slide pixels (default: the whole slide)",
+    )
+    p.add_argument("--json", type=Path, default=None, help="also write the report as JSON")
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from tfpipe.predict.evaluate import evaluate, parse_region
+
+    report = evaluate(
+        args.pred,
+        args.truth,
+        images=args.images,
+        overlay=args.overlay,
+        overlay_id=args.overlay_id,
+        region=parse_region(args.region) if args.region else None,
+        json_path=args.json,
+    )
+    return 0 if report.slides else 1
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="the whole system on synthetic data: data, records, train, bench, predict, evaluate",
+    )
+    p.add_argument("--workdir", type=Path, default=Path("demo"), help="where everything goes")
+    p.add_argument("--experiment", type=Path, default=DEFAULT_EXPERIMENT)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from tfpipe.demo import run_demo
+
+    run_demo(args.workdir, experiment=args.experiment)
+    return 0
+
+
+COMMANDS = {
+    "train": (_add_train, _run_train),
+    "runs": (_add_runs, _run_runs),
+    "predict": (_add_predict, _run_predict),
+    "evaluate": (_add_evaluate, _run_evaluate),
+    "demo": (_add_demo, _run_demo),
+}

@@ -1,0 +1,155 @@
+"""The ``data`` and ``input`` sections: the ETL (build-records) and the tf.data pipeline.
+
+Every section is a :class:`Section`: unknown keys are errors and values are
+validated when set. See :mod:`tfpipe.config` for the whole file.
+
+Example:
+    >>> InputConfig(batch_size=8).augment.flip
+    True
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class Section(BaseModel):
+    """Base for config sections: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+# --------------------------------------------------------------------------- data
+
+
+class TissueFilter(Section):
+    """Background filter for tiles (HSV thresholds, as in the HuBMAP kernels).
+
+    A pixel counts as tissue when its saturation is above ``saturation_min``
+    and its brightness (max of R, G, B) is below ``brightness_max``.
+    A tile is kept when its tissue fraction is at least ``min_tissue_fraction``;
+    tiles with any mask pixel are always kept.
+    """
+
+    saturation_min: int = Field(40, ge=0, le=255)
+    brightness_max: int = Field(220, ge=0, le=255)
+    min_tissue_fraction: float = Field(0.25, ge=0.0, le=1.0)
+
+
+class DataConfig(Section):
+    """Sources and the offline ETL (``tfpipe build-records``)."""
+
+    source: Literal["rle_csv", "mask_images", "unlabelled", "classification"] = "rle_csv"
+    images: Path = Path("data/hubmap/train")
+    """Folder of slides (``<id>.tiff``); for ``classification``, the root of the CSV's paths."""
+    labels: Path | None = Path("data/hubmap/train.csv")
+    """RLE CSV (``id,encoding``); for ``classification``, a CSV ``path,labels`` (``|``-joined)."""
+    masks: Path | None = None
+    """Folder of mask images named like the slides (``source: mask_images``)."""
+    class_names: list[str] | None = None
+    """Classification label names in output order; default: sorted names found in the CSV."""
+    image_glob: str = "*.tif*"
+    output: Path = Path("records/kidney")
+    level: int = Field(0, ge=0)
+    """Pyramid level to read (0 = full resolution)."""
+    tile_size: int = Field(1024, gt=0)
+    """Tile side at source resolution, in pixels."""
+    downscale: int = Field(4, ge=1)
+    """Factor the tile is reduced by before writing (1024 / 4 = 256 px tiles)."""
+    stride: int | None = Field(None, gt=0)
+    """Step between tiles at source resolution; default tile_size (no overlap)."""
+    filter: TissueFilter = TissueFilter()
+    keep_empty_fraction: float = Field(1.0, ge=0.0, le=1.0)
+    """Fraction of tissue tiles with no mask pixel that are kept (hash of seed, id, y, x)."""
+    encoding: Literal["png", "jpeg", "raw"] = "png"
+    jpeg_quality: int = Field(95, ge=1, le=100)
+    compression: Literal["none", "gzip"] = "none"
+    shard_records: int | None = Field(None, gt=0)
+    """Target records per shard; alternatively set ``shard_mb``."""
+    shard_mb: float = Field(64.0, gt=0)
+    folds: int = Field(4, ge=1)
+    seed: int = 42
+    workers: int | None = Field(None, ge=1)
+    """Worker processes for the per-slide map; default: CPU count."""
+    shuffle_memory_mb: float = Field(512.0, gt=0)
+    """Record bytes the global shuffle holds at once while reading spilled records back."""
+
+    @field_validator("tile_size")
+    @classmethod
+    def _tile_multiple(cls, v: int) -> int:
+        if v % 32:
+            raise ValueError("tile_size must be a multiple of 32")
+        return v
+
+
+# -------------------------------------------------------------------------- input
+
+
+class AugmentConfig(Section):
+    """Training-time augmentation; every op is seeded, no random state (see tfpipe.data.augment)."""
+
+    flip: bool = True
+    rot90: bool = True
+    crop_scale: tuple[float, float] | None = None
+    """Random resized crop area range, e.g. [0.5, 1.0]; None disables it."""
+    crop_ratio: tuple[float, float] = (0.75, 4 / 3)
+    """Aspect-ratio range (width / height) of the random resized crop box."""
+    brightness: float = Field(0.0, ge=0.0)
+    contrast: float = Field(0.0, ge=0.0)
+    hue: float = Field(0.0, ge=0.0, le=0.5)
+    saturation: float = Field(0.0, ge=0.0)
+    noise_std: float = Field(0.0, ge=0.0)
+    """Gaussian noise std in uint8 units (0 disables)."""
+    engine: Literal["auto", "opencv", "tensorflow"] = "auto"
+    """Who applies the ops: OpenCV on whole batches (~3x cheaper per tile on CPU) or
+    TensorFlow ops per tile (graph-only). auto: OpenCV, TensorFlow with input.service."""
+
+    @field_validator("crop_scale", "crop_ratio")
+    @classmethod
+    def _range(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        if v is not None and not 0.0 < v[0] <= v[1]:
+            raise ValueError("must be a range [low, high] with 0 < low <= high")
+        return v
+
+    @field_validator("crop_scale")
+    @classmethod
+    def _area_at_most_one(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        if v is not None and v[1] > 1.0:
+            raise ValueError("crop_scale is a fraction of the tile area, at most 1.0")
+        return v
+
+
+class InputConfig(Section):
+    """tf.data settings for ``tfpipe.data.load``."""
+
+    batch_size: int = Field(16, ge=1)
+    image_size: int | None = Field(None, gt=0)
+    """Output side; default the tile size in the records. Validation center-crops to it."""
+    shuffle_buffer: int = Field(512, ge=0)
+    """Records in the read-time shuffle buffer (records are pre-shuffled at build time)."""
+    shuffle_files: bool = True
+    cycle_length: int | None = Field(None, ge=1)
+    """Shards read side by side by interleave; default min(shards, 16)."""
+    parallel_calls: int | None = Field(None, ge=1)
+    """Parallelism of parse/decode/augment; default AUTOTUNE."""
+    prefetch: int | None = Field(None, ge=0)
+    """Batches to prefetch; default AUTOTUNE; 0 turns prefetching off (tf.data injects none)."""
+    deterministic: bool = False
+    cache: Literal["none", "memory"] | Path = "none"
+    """Cache decoded tiles: "memory" or a file path prefix."""
+    ram_budget_mb: int | None = Field(None, gt=0)
+    private_threadpool_size: int | None = Field(None, ge=1)
+    augment: AugmentConfig = AugmentConfig()
+    balance: float | None = Field(None, ge=0.0, le=1.0)
+    """Training fraction of positive tiles (mask > 0); None keeps the natural distribution."""
+    val_balance: float | None = Field(None, ge=0.0, le=1.0)
+    skip_corrupt: bool = False
+    """Skip (and count) corrupt records instead of failing."""
+    service: str | None = None
+    """tf.data service dispatcher address, e.g. grpc://localhost:5050."""
+    service_job_name: str | None = None
+    """Share one tf.data service job between trainers (multi-worker); None: one job per trainer."""
+    seed: int = 0
