@@ -39,11 +39,9 @@ from typing import Any
 import numpy as np
 
 from tfpipe.errors import InputDataError
+from tfpipe.io.tiff_layout import axis_plan, check_pixel_type, is_reduction, to_uint8
 
 BACKENDS = ("tifffile", "rasterio")
-
-# Axes that may carry the colour samples, in order of preference.
-_CHANNEL_AXES = ("S", "C")
 
 
 class Slide(ABC):
@@ -186,7 +184,7 @@ class TifffileSlide(Slide):
             owner, index = self._pick_level(level)
             series = owner.levels[index]
             axes, shape = series.get_axes(False), series.get_shape(False)
-            self._index = _axis_plan(axes, shape, path)
+            self._index = axis_plan(axes, shape, path)
             self._store = owner.aszarr(level=index, squeeze=False)
             self._array = zarr.open(self._store, mode="r")
         except InputDataError:
@@ -207,7 +205,7 @@ class TifffileSlide(Slide):
         levels = [(series[0], i) for i in range(len(series[0].levels))]
         if len(levels) == 1:
             # Some writers store each level as its own series of decreasing size.
-            levels += [(s, 0) for s in series[1:] if _is_reduction(s, series[0])]
+            levels += [(s, 0) for s in series[1:] if is_reduction(s, series[0])]
         self.levels = len(levels)
         if level >= len(levels):
             raise InputDataError(
@@ -259,97 +257,3 @@ class RasterioSlide(Slide):
 
     def close(self) -> None:
         self._ds.close()
-
-
-class _AxisPlan:
-    """How to cut a 2-D window out of an N-D TIFF series (axes like ``QQSYX``)."""
-
-    def __init__(self, axes: str, channel_axis: str | None) -> None:
-        self.axes = axes
-        self.channel_axis = channel_axis
-
-    def read(self, array: Any, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-        index: list[Any] = []
-        kept = ""
-        for axis in self.axes:
-            if axis == "Y":
-                index.append(slice(y0, y1))
-            elif axis == "X":
-                index.append(slice(x0, x1))
-            elif axis == self.channel_axis:
-                index.append(slice(None))
-            else:
-                index.append(0)
-                continue
-            kept += axis
-        data = np.asarray(array[tuple(index)])
-        if self.channel_axis is None:
-            return data[..., None] if kept == "YX" else data.T[..., None]
-        order = [kept.index(a) for a in ("Y", "X", self.channel_axis)]
-        return np.transpose(data, order)
-
-
-def _axis_plan(axes: str, shape: tuple[int, ...], path: Path) -> _AxisPlan:
-    """Find Y, X and the channel axis; every other axis must have length 1."""
-    if "Y" not in axes or "X" not in axes:
-        raise InputDataError(
-            f"a slide must be a 2-D image with Y and X axes; got TIFF axes {axes!r} "
-            f"(shape {shape}) in {path}"
-        )
-    sizes = dict(zip(axes, shape, strict=True))
-    others = [a for a in axes if a not in "YX" and sizes[a] > 1]
-    channel = next((a for a in _CHANNEL_AXES if a in others), None)
-    if channel is None and len(others) == 1 and sizes[others[0]] in (3, 4):
-        # Colour planes stored as separate pages (axes like 'IYX' or 'QYX').
-        channel = others[0]
-    extra = [a for a in others if a != channel]
-    if extra:
-        raise InputDataError(
-            f"a slide must be one 2-D gray or RGB image; got more than one image plane "
-            f"(TIFF axes {axes!r}, shape {shape}) in {path}"
-        )
-    return _AxisPlan(axes, channel)
-
-
-def _is_reduction(candidate: Any, base: Any) -> bool:
-    """True when ``candidate`` looks like a lower-resolution copy of ``base``."""
-    axes = base.get_axes(False)
-    if candidate.get_axes(False) != axes:
-        return False
-    a, b = candidate.get_shape(False), base.get_shape(False)
-    return (
-        all((n <= m) if axis in "YX" else (n == m) for axis, n, m in zip(axes, a, b, strict=True))
-        and a != b
-    )
-
-
-def to_uint8(pixels: np.ndarray, path: Path | str = "") -> np.ndarray:
-    """Convert slide pixels to uint8 (uint16 full-range, floats in [0, 1], bool to 0/255).
-
-    Example:
-        >>> to_uint8(np.array([0, 257, 65535], np.uint16)).tolist()
-        [0, 1, 255]
-    """
-    kind = pixels.dtype
-    if kind == np.uint8:
-        return pixels
-    if kind == np.uint16:
-        return ((pixels.astype(np.uint32) + 128) // 257).astype(np.uint8)
-    if kind == np.bool_:
-        return pixels.astype(np.uint8) * 255
-    check_pixel_type(kind, path)
-    return (np.clip(pixels, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-
-
-def check_pixel_type(dtype: np.dtype, path: Path | str = "") -> None:
-    """Raise InputDataError unless ``dtype`` is one :func:`to_uint8` can scale.
-
-    Example:
-        >>> check_pixel_type(np.dtype("uint16"))
-    """
-    kind = np.dtype(dtype)
-    if kind in (np.uint8, np.uint16, np.bool_) or np.issubdtype(kind, np.floating):
-        return
-    raise InputDataError(
-        f"slide pixels must be uint8, uint16, float or 1-bit; got {kind} in {path}"
-    )

@@ -29,7 +29,8 @@ import cv2
 import numpy as np
 
 from tfpipe.errors import InputDataError
-from tfpipe.io.tiff import open_slide, to_uint8
+from tfpipe.io.tiff import open_slide
+from tfpipe.io.tiff_layout import to_uint8
 from tfpipe.records import format as fmt
 from tfpipe.records.bandmask import LabelSpec, open_labels
 from tfpipe.records.example import serialize_example
