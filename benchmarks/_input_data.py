@@ -29,10 +29,10 @@ OPS: dict[str, dict[str, Any]] = {
 
 # Extra RSS measurements of the report and how each one differs from the plain one.
 RSS_VARIANTS = {
-    "rss_malloc_arena_max_2": "in a fresh process with `MALLOC_ARENA_MAX=2` (at most two glibc "
-    "heap arenas instead of one per thread, which the tf.data threads spread over)",
-    "rss_malloc_trim": "with glibc's `malloc_trim(0)` after each epoch (free heap returned to "
-    "the OS, so RSS is what the process still holds)",
+    "rss_heap_kept": "with `input.release_heap: false` (glibc's per-thread heap arenas keep "
+    "what the tf.data threads free)",
+    "rss_heap_kept_malloc_arena_max_2": "with `input.release_heap: false` and "
+    "`MALLOC_ARENA_MAX=2` (at most two glibc heap arenas instead of one per thread)",
 }
 
 
@@ -272,7 +272,8 @@ def markdown(r: dict) -> str:
         f"{ttfb['first_call']:.2f} s (building {ttfb['first_call_build']:.2f} s), later call "
         f"{ttfb['later_call']:.2f} s (building {ttfb['later_call_build']:.2f} s).",
         "",
-        f"RSS after each of {rss['epochs']} epochs of the full pipeline, in a fresh process (MiB): "
+        f"RSS after each of {rss['epochs']} epochs of the full pipeline, in a fresh process, "
+        "as `load()` gives it (freed heap returned to the OS as each epoch starts; MiB): "
         + ", ".join(f"{x:.0f}" for x in rss["rss_mb_after_each_epoch"])
         + f"; growth {rss['growth_pct']:.1f} % (median of the last 3 epochs against the "
         f"first 3; last against first: {rss['last_vs_first_pct']:.1f} %).",

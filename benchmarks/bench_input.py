@@ -17,10 +17,10 @@ times a fixed number of batches. Variants:
 * ``torch``: PyTorch DataLoader, 2 workers, the same tiles as PNG files.
 
 Also: time to first batch (``load()`` + first batch, first call in the
-process and a later one), RSS over epochs of the full pipeline (as is, with
-``MALLOC_ARENA_MAX=2``, and with the free heap returned to the OS after each
-epoch), and the CPU cost of every augmentation op (serial map, one thread, on
-decoded tiles).
+process and a later one), RSS over epochs of the full pipeline (as ``load()``
+gives it, which returns the freed heap to the OS as each epoch starts; with
+``input.release_heap: false``; and that with ``MALLOC_ARENA_MAX=2``), and the
+CPU cost of every augmentation op (serial map, one thread, on decoded tiles).
 Results: ``benchmarks/results/input.json`` and ``input.md``
 (``input-quick.*`` with ``--quick``).
 
@@ -32,7 +32,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import statistics
@@ -55,7 +54,6 @@ RESULTS = HERE / "results"
 FULL = dict(slides=6, size=12288, rounds=5, batches=30, slow_batches=6, epochs=10, op_images=640)
 QUICK = dict(slides=2, size=4096, rounds=1, batches=4, slow_batches=2, epochs=6, op_images=64)
 BATCH, WARMUP = 16, 2
-TRIM_ENV = "TFPIPE_BENCH_MALLOC_TRIM"  # set: the RSS child calls glibc's malloc_trim(0) per epoch
 TARGETS = {  # name: (minimum or maximum, value)
     "full / decode_only": ("min", 0.9),
     "full / torch": ("min", 2.5),
@@ -96,11 +94,12 @@ def main() -> None:
         "ratios": ratios(throughput),
         "time_to_first_batch_s": ttfb,
         "rss": rss_over_epochs(data, p["epochs"]),
-        # glibc gives each thread its own heap arena; with tf.data's many threads
-        # the heap grows by fragments for a while. Two arenas show the pipeline's own use.
-        "rss_malloc_arena_max_2": rss_over_epochs(data, p["epochs"], {"MALLOC_ARENA_MAX": "2"}),
-        # Heap returned to the OS after each epoch: what is left is what the pipeline holds.
-        "rss_malloc_trim": rss_over_epochs(data, p["epochs"], {TRIM_ENV: "1"}),
+        # Without load()'s heap release, glibc's per-thread heap arenas keep what the
+        # tf.data threads free, and RSS drifts up; two arenas keep the drift small too.
+        "rss_heap_kept": rss_over_epochs(data, p["epochs"], release_heap=False),
+        "rss_heap_kept_malloc_arena_max_2": rss_over_epochs(
+            data, p["epochs"], {"MALLOC_ARENA_MAX": "2"}, release_heap=False
+        ),
         "augment_op_cost_us": op_costs(data, p["op_images"]),
     }
     report["targets"] = check_targets(report)
@@ -210,7 +209,9 @@ def time_to_first_batch(data: Any) -> dict:
     return out
 
 
-def rss_over_epochs(data: Any, epochs: int, env: dict[str, str] | None = None) -> dict:
+def rss_over_epochs(
+    data: Any, epochs: int, env: dict[str, str] | None = None, release_heap: bool = True
+) -> dict:
     """RSS after every epoch of the full pipeline (a new iterator per epoch, as Keras does).
 
     Measured in a fresh process: in this one, the variants timed before (PyTorch
@@ -219,9 +220,11 @@ def rss_over_epochs(data: Any, epochs: int, env: dict[str, str] | None = None) -
     TensorFlow's allocator keeps or returns buffers, so growth compares the
     median of the last three epochs with the median of the first three
     (``last_vs_first_pct`` is the raw figure). ``env``: extra environment
-    variables for the child (e.g. ``MALLOC_ARENA_MAX``).
+    variables for the child (e.g. ``MALLOC_ARENA_MAX``); ``release_heap``: the
+    setting of ``input.release_heap``.
     """
-    config = json.dumps(data.input_config.model_dump(mode="json"))
+    settings = data.input_config.model_copy(update={"release_heap": release_heap})
+    config = json.dumps(settings.model_dump(mode="json"))
     args = [sys.executable, __file__, "--rss-child", str(data.records), str(epochs), config]
     child_env = {**os.environ, **(env or {})}
     done = subprocess.run(args, check=True, capture_output=True, text=True, env=child_env)
@@ -231,6 +234,7 @@ def rss_over_epochs(data: Any, epochs: int, env: dict[str, str] | None = None) -
         "epochs": epochs,
         "process": "fresh",
         "env": env or {},
+        "release_heap": release_heap,
         "rss_mb_after_each_epoch": mb,
         "growth_pct": 100.0 * (last - first) / first,
         "last_vs_first_pct": 100.0 * (mb[-1] - mb[0]) / mb[0],
@@ -243,13 +247,10 @@ def rss_child(records: str, epochs: int, config: str) -> None:
     from tfpipe.config import InputConfig
 
     ds = td.load(records, config=InputConfig.model_validate(json.loads(config)))
-    trim = ctypes.CDLL("libc.so.6").malloc_trim if os.environ.get(TRIM_ENV) else None
     mb = []
     for _ in tqdm(range(epochs), desc="RSS epochs", unit="epoch"):
         for _batch in ds:
             pass
-        if trim is not None:
-            trim(0)
         mb.append(psutil.Process().memory_info().rss / 2**20)
     print(json.dumps(mb))
 

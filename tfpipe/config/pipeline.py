@@ -142,6 +142,8 @@ class InputConfig(Section):
     """Cache decoded tiles: "memory" or a file path prefix."""
     ram_budget_mb: int | None = Field(None, gt=0)
     private_threadpool_size: int | None = Field(None, ge=1)
+    release_heap: bool = True
+    """Return freed heap memory to the OS as each epoch starts (glibc's malloc_trim)."""
     augment: AugmentConfig = AugmentConfig()
     balance: float | None = Field(None, ge=0.0, le=1.0)
     """Training fraction of positive tiles (mask > 0); None keeps the natural distribution."""

@@ -44,6 +44,7 @@ from tfpipe.config import InputConfig
 from tfpipe.data import balance, service
 from tfpipe.data.decode import parse_steps, positive_fraction
 from tfpipe.data.finish import Finisher, drop_ids
+from tfpipe.data.heap import release_heap_each_epoch
 from tfpipe.data.plan import InputPlan, cache_target, decode_engine, plan_input, resolve_config
 from tfpipe.data.seeds import batch_seeds, with_seeds
 from tfpipe.data.shards import read_shards
@@ -173,12 +174,15 @@ def build_dataset(
         batch_steps.append(drop_ids)
     batches = _map_batches(batches, batch_steps, cfg, det)
     batches = batches.with_options(_options(cfg, det))
+    if training and cfg.service:
+        batches = service.distribute(batches, cfg.service, cfg.service_job_name)
+    if cfg.release_heap:
+        # In this process, after the service: it is this process's heap that drifts.
+        batches = release_heap_each_epoch(batches)
     count = _known_batches(plan, cfg, training)
     if count is not None:
         # Keras then knows the epoch length (progress bar, no "ran out of data" warning).
         batches = batches.apply(tf.data.experimental.assert_cardinality(count))
-    if training and cfg.service:
-        batches = service.distribute(batches, cfg.service, cfg.service_job_name)
     if cfg.prefetch != 0:
         batches = batches.prefetch(cfg.prefetch or tf.data.AUTOTUNE)
     return batches
