@@ -49,21 +49,22 @@ def release_heap_each_epoch(ds: tf.data.Dataset) -> tf.data.Dataset:
     after a tf.data service ``distribute``, not before.
     """
 
-    def release(_: np.int64) -> np.int64:
-        release_free_heap()
-        return np.int64(0)
-
-    def no_elements(_: tf.Tensor) -> tf.data.Dataset:
-        # Zero elements of ds's structure: a leading axis of length 0.
-        empty = tf.nest.map_structure(
-            lambda s: tf.zeros([0, *(0 if d is None else d for d in s.shape)], s.dtype),
-            ds.element_spec,
-        )
+    def release_then_nothing(_: tf.Tensor) -> tf.data.Dataset:
+        released = tf.numpy_function(_release, [], tf.int64, stateful=True)
+        # Zero elements of ds's structure (a leading axis of length 0), after the release.
+        with tf.control_dependencies([released]):
+            empty = tf.nest.map_structure(
+                lambda s: tf.zeros([0, *(0 if d is None else d for d in s.shape)], s.dtype),
+                ds.element_spec,
+            )
         return tf.data.Dataset.from_tensor_slices(empty)
 
-    def run(i: tf.Tensor) -> tf.Tensor:
-        return tf.numpy_function(release, [i], tf.int64, stateful=True)
+    # One traced function, not a map and a flat_map: each costs time to first batch.
+    once = tf.data.Dataset.range(1).flat_map(
+        tf.autograph.experimental.do_not_convert(release_then_nothing)
+    )
+    return once.concatenate(ds)
 
-    plain = tf.autograph.experimental.do_not_convert
-    once = tf.data.Dataset.range(1).map(plain(run))
-    return once.flat_map(plain(no_elements)).concatenate(ds)
+
+def _release() -> np.int64:
+    return np.int64(release_free_heap())
