@@ -5,7 +5,8 @@ shard start and a record shuffle buffer redrawn every epoch, all seeded),
 parses in batches, decodes and augments in parallel, batches and prefetches;
 optional class balancing, caching and the tf.data service. It imports no
 model code and changes no global Keras or TensorFlow state, so it drops into
-any Keras 3 program.
+any Keras 3 program. As each epoch starts it hands the process's freed heap
+memory back to the OS (``input.release_heap``; no allocator setting changes).
 
 Example — a plain Keras model, written without the rest of tfpipe::
 
@@ -33,7 +34,8 @@ Settings can come from an experiment file instead of keywords::
 Modules: ``pipeline`` (``load``, ``split_folds``), ``shards`` (reading),
 ``decode`` (parse; PNG batches through :mod:`tfpipe.io.png`), ``augment``
 (random draws, TensorFlow engine), ``augment_cv`` (OpenCV engine), ``buffers``
-(zero-copy outputs of both), ``exit`` (clean interpreter exit), ``finish``
+(zero-copy outputs of both), ``exit`` (clean interpreter exit), ``heap``
+(freed heap back to the OS each epoch, so RSS stays flat), ``finish``
 (the tail: augment or center crop, a batch at a time), ``seeds`` (every tile's
 random seed), ``colour``, ``balance``, ``tta``, ``service``, ``preprocessing``
 (``Normalize``), ``plan`` (request validation).
