@@ -2,7 +2,8 @@
 
 * :mod:`tfpipe.io.tiff` — :func:`open_slide` / :class:`Slide` windowed readers
   (:mod:`tfpipe.io.tiff_layout`: TIFF axes and pixel types to ``(h, w, C)`` uint8).
-* :mod:`tfpipe.io.rle` — competition RLE codec and :class:`RleMask` windows.
+* :mod:`tfpipe.io.rle` — competition RLE codec and :class:`RleMask` windows
+  (:mod:`tfpipe.io.rle_parse`: the text read and checked).
 * :mod:`tfpipe.io.masks` — RLE CSVs, mask images, classification label CSVs.
 * :mod:`tfpipe.io.png` — :func:`decode_png`, the records' PNG tiles ~3x faster than libpng.
 
