@@ -34,11 +34,9 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-from tfpipe.bench.measure import Measurement
-from tfpipe.bench.stages import Stage, StagePlan, compose, measure_stage
+from tfpipe.bench.stages import Stage, StagePlan, compose
 
 MAX_CACHE_WARMUP = 200
 """Longest epoch (in batches) the cache variant is allowed to spend filling its cache."""
@@ -198,16 +196,3 @@ def unoptimised() -> Any:
     options.experimental_optimization.map_parallelization = False
     options.experimental_optimization.inject_prefetch = False
     return options
-
-
-def measure_variant(
-    sp: StagePlan,
-    variant: Stage,
-    *,
-    batches: int,
-    repeats: int,
-    warmup: int,
-    tick: Callable[[], None] | None = None,
-) -> Measurement:
-    """Time one variant; the measurement keeps the variant's optimisation label."""
-    return measure_stage(sp, variant, batches=batches, repeats=repeats, warmup=warmup, tick=tick)

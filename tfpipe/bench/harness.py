@@ -109,21 +109,20 @@ def measure_everything(
     progress: bool,
 ) -> None:
     """Fill ``report`` with the stage, ablation, sweep and model measurements."""
-    from tfpipe.bench import ablation, model_step, stages
+    from tfpipe.bench import ablation, model_step
+    from tfpipe.bench.measure import measure_stage
 
     variants = ablation.variants(plan)[1:] if cfg.ablation else []
     windows = cfg.repeats * (len(plan.stages) + len(variants) + sum(len(s.values) for s in specs))
     steps = cfg.model_steps * (2 if model_step.has_gpu() else 1) + cfg.fit_steps
     timing = {"batches": cfg.batches, "repeats": cfg.repeats, "warmup": cfg.warmup}
     with BenchProgress(windows + (steps if cfg.model_steps else 0), enabled=progress) as bar:
-        report.stages = [
-            bar.run(s.name, stages.measure_stage, plan, s, **timing) for s in plan.stages
-        ]
+        report.stages = [bar.run(s.name, measure_stage, s, **timing) for s in plan.stages]
         if cfg.ablation:
             # The full pipeline was just timed as the last stage: it is the ablation's base.
             full = dataclasses.replace(report.stages[-1], name="full", note="load() as configured")
             report.ablation = [full] + [
-                bar.run(v.name, ablation.measure_variant, plan, v, **timing) for v in variants
+                bar.run(v.name, measure_stage, v, **timing) for v in variants
             ]
         report.sweeps = [
             bar.run(f"sweep {s.key}", measure_sweep, plan, s, limit=cfg.sweep_records, **timing)

@@ -28,7 +28,10 @@ import statistics
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # stages imports this module
+    from tfpipe.bench.stages import Stage
 
 MB = 1e6
 
@@ -169,3 +172,26 @@ def time_dataset(ds: Any, name: str, **kwargs: Any) -> Measurement:
 def ratio(a: float, b: float) -> float:
     """``a / b``, or NaN when ``b`` is zero (a variant that failed to run)."""
     return a / b if b else float("nan")
+
+
+def measure_stage(
+    stage: Stage,
+    *,
+    batches: int,
+    repeats: int,
+    warmup: int,
+    tick: Callable[[], None] | None = None,
+) -> Measurement:
+    """Time one stage (or ablation or sweep variant); the measurement keeps its labels."""
+    m = time_dataset(
+        stage.build(),
+        stage.name,
+        batches=batches,
+        repeats=repeats,
+        warmup=warmup if stage.warmup is None else max(warmup, stage.warmup),
+        batched=stage.batched,
+        bytes_per_image=stage.bytes_per_image,
+        on_window=tick,
+    )
+    m.note, m.extra = stage.note, dict(stage.extra)
+    return m

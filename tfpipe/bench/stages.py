@@ -40,7 +40,7 @@ from typing import Any
 
 import psutil
 
-from tfpipe.bench.measure import MB, Measurement, time_dataset
+from tfpipe.bench.measure import MB
 from tfpipe.config import Experiment, InputConfig
 from tfpipe.records.manifest import Manifest
 
@@ -281,27 +281,3 @@ def cumulative_stages(sp: StagePlan) -> list[Stage]:
             f"prefetch {sp.settings()['prefetch']} = load()",
         ),
     ]
-
-
-def measure_stage(
-    sp: StagePlan,
-    stage: Stage,
-    *,
-    batches: int,
-    repeats: int,
-    warmup: int,
-    tick: Callable[[], None] | None = None,
-) -> Measurement:
-    """Time one stage (or ablation variant) and label the measurement."""
-    m = time_dataset(
-        stage.build(),
-        stage.name,
-        batches=batches,
-        repeats=repeats,
-        warmup=warmup if stage.warmup is None else max(warmup, stage.warmup),
-        batched=stage.batched,
-        bytes_per_image=stage.bytes_per_image,
-        on_window=tick,
-    )
-    m.note, m.extra = stage.note, dict(stage.extra)
-    return m
