@@ -27,7 +27,6 @@ engine there.
 from __future__ import annotations
 
 import functools
-import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -37,6 +36,7 @@ import tensorflow as tf
 
 from tfpipe.data.buffers import OUTPUTS
 from tfpipe.data.exit import release_iterators_at_exit
+from tfpipe.io.scratch import thread_buffer
 
 if TYPE_CHECKING:
     from tfpipe.data.augment import Augmenter
@@ -122,7 +122,7 @@ def augment_tiles(
         moved = flag_list is not None and any(flag_list[i])
         if moved:
             # Between flip and colour the tile goes through this thread's scratch buffer.
-            between = colour_dst if affines is None else _scratch("flipped", colour_dst.shape)
+            between = colour_dst if affines is None else thread_buffer("flipped", colour_dst.shape)
             image = flip(image, flag_list[i], between)
             if mask is not None:
                 flip(mask, flag_list[i], _plane(out_masks[i]))
@@ -145,19 +145,6 @@ def _affines(matrices: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     affines[:, :, :c] = matrices
     affines[:, :, c] = offsets[:, None]
     return affines
-
-
-_SCRATCH = threading.local()
-
-
-def _scratch(name: str, shape: tuple[int, ...]) -> np.ndarray:
-    """This thread's buffer ``name`` for one tile between two ops (tf.data runs batches
-    in parallel); a fresh array per tile would cost ~20 µs of page faults."""
-    buffers = _SCRATCH.__dict__
-    buffer = buffers.get(name)
-    if buffer is None or buffer.shape != shape:
-        buffer = buffers[name] = np.empty(shape, np.uint8)
-    return buffer
 
 
 def _empty(mask: np.ndarray) -> bool:
@@ -194,7 +181,7 @@ def crop(
     mask = None if mask is None else mask[top : top + h, left : left + w]
     if resample:
         # Into this thread's buffer: the tile is then read once more, by the next op.
-        resized = _scratch("resized", (size, size, image.shape[-1]))
+        resized = thread_buffer("resized", (size, size, image.shape[-1]))
         cv2.resize(image, (size, size), dst=_plane(resized), interpolation=cv2.INTER_LINEAR)
         image = resized
         if mask is not None:

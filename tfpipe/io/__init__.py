@@ -6,6 +6,7 @@
   (:mod:`tfpipe.io.rle_parse`: the text read and checked).
 * :mod:`tfpipe.io.masks` — RLE CSVs, mask images, classification label CSVs.
 * :mod:`tfpipe.io.png` — :func:`decode_png`, the records' PNG tiles ~3x faster than libpng.
+* :mod:`tfpipe.io.scratch` — per-thread tile buffers for hot loops (decoder, augmentation).
 
 Example:
     >>> from tfpipe.io import open_slide, RleMask, read_rle_csv

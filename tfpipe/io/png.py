@@ -29,12 +29,13 @@ from __future__ import annotations
 
 import functools
 import struct
-import threading
 from collections.abc import Callable
 
 import imagecodecs
 import numba
 import numpy as np
+
+from tfpipe.io.scratch import thread_buffer
 
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}  # PNG colour type -> channels, 8-bit types only
@@ -83,7 +84,7 @@ def decode_up_filtered(
     # The rows inflate into this thread's buffer: no new array per tile (a 200 kB
     # one per tile, freed on another thread than the next one is taken on,
     # spreads glibc's heap arenas).
-    rows = _scratch((height, width * channels + 1))
+    rows = thread_buffer("inflated rows", (height, width * channels + 1))
     _inflate(data, rows)
     # The filter byte of every row, compared as bytes: NumPy's per-call cost on
     # a few hundred bytes is all Python time, which holds the GIL.
@@ -153,17 +154,6 @@ def _undo_up_filter(rows: np.ndarray, out: np.ndarray) -> None:
     for i in range(1, height):
         for j in range(width):
             out[i, j] = out[i - 1, j] + rows[i, j + 1]
-
-
-_SCRATCH = threading.local()
-
-
-def _scratch(shape: tuple[int, int]) -> np.ndarray:
-    """This thread's buffer for the inflated rows (tf.data decodes batches on several threads)."""
-    buffers = _SCRATCH.__dict__.setdefault("buffers", {})
-    if shape not in buffers:
-        buffers[shape] = np.empty(shape, np.uint8)
-    return buffers[shape]
 
 
 @functools.lru_cache(maxsize=16)
