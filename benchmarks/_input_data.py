@@ -214,6 +214,9 @@ def _serial_cost(tiles: Any, aug: Any, images: int, batched: bool) -> tuple[floa
 
 
 def markdown(r: dict) -> str:
+    from benchmarks._input_floors import floor_markdown
+    from benchmarks._input_rss import rss_markdown
+
     t = r["throughput"]
     lines = [
         "# Input benchmark" + (" (--quick)" if r["quick"] else ""),
@@ -258,6 +261,7 @@ def markdown(r: dict) -> str:
         "`decode_only` and `full` is the augmentation: see the per-op table below; "
         "`full_tf_engine` is `full` with TensorFlow ops instead of OpenCV.",
     ]
+    lines += floor_markdown(r.get("floors"))
     lines += [
         "",
         "| target | wanted | measured | met |",
@@ -271,17 +275,15 @@ def markdown(r: dict) -> str:
         f"Time to first batch (`load()` + first batch): first call in the process "
         f"{ttfb['first_call']:.2f} s (building {ttfb['first_call_build']:.2f} s), later call "
         f"{ttfb['later_call']:.2f} s (building {ttfb['later_call_build']:.2f} s).",
-        "",
-        f"RSS after each of {rss['epochs']} epochs of the full pipeline, in a fresh process, "
-        "as `load()` gives it (freed heap returned to the OS as each epoch starts; MiB): "
-        + ", ".join(f"{x:.0f}" for x in rss["rss_mb_after_each_epoch"])
-        + f"; growth {rss['growth_pct']:.1f} % (median of the last 3 epochs against the "
-        f"first 3; last against first: {rss['last_vs_first_pct']:.1f} %).",
     ]
+    lines += rss_markdown(
+        rss,
+        "as `load()` gives it (freed heap returned to the OS as each epoch starts), "
+        f"in {rss['processes']} fresh processes",
+    )
     for key, how in RSS_VARIANTS.items():
         if r.get(key) is not None:
-            mb = ", ".join(f"{x:.0f}" for x in r[key]["rss_mb_after_each_epoch"])
-            lines += ["", f"The same {how}: {mb}; growth {r[key]['growth_pct']:.1f} %."]
+            lines += rss_markdown(r[key], how)
     lines += [
         "",
         "Augmentation cost per 256 x 256 tile (one op at a time, serial map, one thread), "

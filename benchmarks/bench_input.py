@@ -15,11 +15,15 @@ times a fixed number of batches. Variants:
 * ``naive``: serial map, no prefetch, no interleave (``_input_baselines``).
 * ``onthefly``: tiles read from the TIFFs in a Python generator (no records).
 * ``torch``: PyTorch DataLoader, 2 workers, the same tiles as PNG files.
+* ``floor_null_kernel``, ``floor_copy_kernel``: ``full`` with the augmentation
+  kernel swapped for one that does no op (``_input_floors``): how close to
+  ``decode_only`` any per-batch augmentation can get on the machine.
 
 Also: time to first batch (``load()`` + first batch, first call in the
-process and a later one), RSS over epochs of the full pipeline (as ``load()``
-gives it, which returns the freed heap to the OS as each epoch starts; with
-``input.release_heap: false``; and that with ``MALLOC_ARENA_MAX=2``), and the
+process and a later one), RSS over epochs of the full pipeline in three fresh
+processes each (``_input_rss``: as ``load()`` gives it, which returns the freed
+heap to the OS as each epoch starts; with ``input.release_heap: false``; and
+that with ``MALLOC_ARENA_MAX=2``), and the
 CPU cost of every augmentation op (serial map, one thread, on decoded tiles).
 Results: ``benchmarks/results/input.json`` and ``input.md``
 (``input-quick.*`` with ``--quick``).
@@ -32,10 +36,10 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -51,8 +55,26 @@ import psutil  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 RESULTS = HERE / "results"
-FULL = dict(slides=6, size=12288, rounds=5, batches=30, slow_batches=6, epochs=10, op_images=640)
-QUICK = dict(slides=2, size=4096, rounds=1, batches=4, slow_batches=2, epochs=6, op_images=64)
+FULL = dict(
+    slides=6,
+    size=12288,
+    rounds=5,
+    batches=30,
+    slow_batches=6,
+    epochs=10,
+    rss_processes=3,
+    op_images=640,
+)
+QUICK = dict(
+    slides=2,
+    size=4096,
+    rounds=1,
+    batches=4,
+    slow_batches=2,
+    epochs=6,
+    rss_processes=1,
+    op_images=64,
+)
 BATCH, WARMUP = 16, 2
 TARGETS = {  # name: (minimum or maximum, value)
     "full / decode_only": ("min", 0.9),
@@ -80,11 +102,16 @@ def main() -> None:
     import tensorflow as tf
 
     from benchmarks._input_data import prepare
+    from benchmarks._input_floors import floor_summary
+    from benchmarks._input_rss import rss_over_epochs
 
     data = prepare(args.work / ("quick" if args.quick else "full"), p["slides"], p["size"])
     ttfb = time_to_first_batch(data)  # first, while nothing is traced yet
     variants = make_variants(data)
     throughput = interleaved_rounds(variants, p)
+    rss = functools.partial(
+        rss_over_epochs, data.records, data.input_config, p["epochs"], p["rss_processes"]
+    )
     report = {
         "benchmark": "input",
         "quick": args.quick,
@@ -92,14 +119,13 @@ def main() -> None:
         "data": data.describe(),
         "throughput": throughput,
         "ratios": ratios(throughput),
+        "floors": floor_summary(throughput),
         "time_to_first_batch_s": ttfb,
-        "rss": rss_over_epochs(data, p["epochs"]),
+        "rss": rss(),
         # Without load()'s heap release, glibc's per-thread heap arenas keep what the
         # tf.data threads free, and RSS drifts up; two arenas keep the drift small too.
-        "rss_heap_kept": rss_over_epochs(data, p["epochs"], release_heap=False),
-        "rss_heap_kept_malloc_arena_max_2": rss_over_epochs(
-            data, p["epochs"], {"MALLOC_ARENA_MAX": "2"}, release_heap=False
-        ),
+        "rss_heap_kept": rss(release_heap=False),
+        "rss_heap_kept_malloc_arena_max_2": rss(env={"MALLOC_ARENA_MAX": "2"}, release_heap=False),
         "augment_op_cost_us": op_costs(data, p["op_images"]),
     }
     report["targets"] = check_targets(report)
@@ -113,6 +139,7 @@ def make_variants(data: Any) -> dict[str, Callable[[], Iterator[Any]]]:
     """Each value starts a fresh, endless iterator of batches."""
     import tfpipe.data as td
     from benchmarks import _input_baselines as base
+    from benchmarks._input_floors import floor_variants
 
     cfg = data.input_config
     geometric = cfg.augment.model_copy(
@@ -134,7 +161,7 @@ def make_variants(data: Any) -> dict[str, Callable[[], Iterator[Any]]]:
     }
     if torch_loader is not None:
         variants["torch"] = lambda: base.cycle(torch_loader)
-    return variants
+    return variants | floor_variants(data.records, cfg)
 
 
 def augment_off(augment: Any) -> Any:
@@ -207,52 +234,6 @@ def time_to_first_batch(data: Any) -> dict:
         out[label] = time.perf_counter() - t0
         out[f"{label}_build"] = built - t0
     return out
-
-
-def rss_over_epochs(
-    data: Any, epochs: int, env: dict[str, str] | None = None, release_heap: bool = True
-) -> dict:
-    """RSS after every epoch of the full pipeline (a new iterator per epoch, as Keras does).
-
-    Measured in a fresh process: in this one, the variants timed before (PyTorch
-    workers, the other pipelines) leave the allocator's heap at a size that is
-    theirs, not the pipeline's. Single readings swing by a few percent as
-    TensorFlow's allocator keeps or returns buffers, so growth compares the
-    median of the last three epochs with the median of the first three
-    (``last_vs_first_pct`` is the raw figure). ``env``: extra environment
-    variables for the child (e.g. ``MALLOC_ARENA_MAX``); ``release_heap``: the
-    setting of ``input.release_heap``.
-    """
-    settings = data.input_config.model_copy(update={"release_heap": release_heap})
-    config = json.dumps(settings.model_dump(mode="json"))
-    args = [sys.executable, __file__, "--rss-child", str(data.records), str(epochs), config]
-    child_env = {**os.environ, **(env or {})}
-    done = subprocess.run(args, check=True, capture_output=True, text=True, env=child_env)
-    mb = json.loads(done.stdout.strip().splitlines()[-1])
-    first, last = statistics.median(mb[:3]), statistics.median(mb[-3:])
-    return {
-        "epochs": epochs,
-        "process": "fresh",
-        "env": env or {},
-        "release_heap": release_heap,
-        "rss_mb_after_each_epoch": mb,
-        "growth_pct": 100.0 * (last - first) / first,
-        "last_vs_first_pct": 100.0 * (mb[-1] - mb[0]) / mb[0],
-    }
-
-
-def rss_child(records: str, epochs: int, config: str) -> None:
-    """The fresh process of :func:`rss_over_epochs`: prints one JSON list of MiB."""
-    import tfpipe.data as td
-    from tfpipe.config import InputConfig
-
-    ds = td.load(records, config=InputConfig.model_validate(json.loads(config)))
-    mb = []
-    for _ in tqdm(range(epochs), desc="RSS epochs", unit="epoch"):
-        for _batch in ds:
-            pass
-        mb.append(psutil.Process().memory_info().rss / 2**20)
-    print(json.dumps(mb))
 
 
 def op_costs(data: Any, images: int) -> dict:
@@ -328,7 +309,4 @@ def write_results(report: dict, stem: str) -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--rss-child"]:
-        rss_child(sys.argv[2], int(sys.argv[3]), sys.argv[4])
-        sys.exit(0)
     main()
