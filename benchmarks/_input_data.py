@@ -1,4 +1,4 @@
-"""Data, per-op costs and the Markdown report of ``bench_input.py``."""
+"""Data and per-op costs of ``bench_input.py``."""
 
 from __future__ import annotations
 
@@ -24,15 +24,6 @@ OPS: dict[str, dict[str, Any]] = {
     "saturation": {"saturation": 0.1},
     "hue": {"hue": 0.02},
     "noise": {"noise_std": 3.0},
-}
-
-
-# Extra RSS measurements of the report and how each one differs from the plain one.
-RSS_VARIANTS = {
-    "rss_heap_kept": "with `input.release_heap: false` (glibc's per-thread heap arenas keep "
-    "what the tf.data threads free)",
-    "rss_heap_kept_malloc_arena_max_2": "with `input.release_heap: false` and "
-    "`MALLOC_ARENA_MAX=2` (at most two glibc heap arenas instead of one per thread)",
 }
 
 
@@ -208,98 +199,3 @@ def _serial_cost(tiles: Any, aug: Any, images: int, batched: bool) -> tuple[floa
     c1, t1 = proc.cpu_times(), time.perf_counter()
     n = max(1, images // BATCH) * BATCH
     return 1e6 * (c1.user + c1.system - c0.user - c0.system) / n, 1e6 * (t1 - t0) / n
-
-
-# ------------------------------------------------------------------ Markdown
-
-
-def markdown(r: dict) -> str:
-    from benchmarks._input_floors import floor_markdown
-    from benchmarks._input_rss import rss_markdown
-
-    t = r["throughput"]
-    lines = [
-        "# Input benchmark" + (" (--quick)" if r["quick"] else ""),
-        "",
-        f"Data: {r['data']['records']} records of {r['data']['tile']} {r['data']['encoding']} "
-        f"tiles ({r['data']['record_kb']:.0f} kB each), {r['data']['built_with']}; batch "
-        f"{r['data']['batch_size']}. Machine: {r['machine']['cpus']} CPUs, load average "
-        f"{r['machine']['load_average_before'][0]} before / "
-        f"{r['machine']['load_average_after'][0]} after; TensorFlow "
-        f"{r['machine']['tensorflow']}. Command: `python benchmarks/bench_input.py"
-        f"{' --quick' if r['quick'] else ''}`.",
-        "",
-        "| variant | images/s (median) | min - max | full ÷ variant | per round "
-        "| CPU ms/image | full ÷ variant by CPU time |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for name, v in t.items():
-        ratio = r["ratios"].get(f"full / {name}", 1.0)
-        rounds = r["ratios"].get(f"full / {name}, rounds", [1.0])
-        by_cpu = r["ratios"].get(f"cpu: full / {name}", 1.0)
-        lines.append(
-            f"| {name} | {v['images_per_s']:.1f} | {v['min']:.1f} - {v['max']:.1f} | "
-            f"{ratio:.2f} | {min(rounds):.2f} - {max(rounds):.2f} | "
-            f"{v['cpu_ms_per_image']:.2f} | {by_cpu:.2f} |"
-        )
-    lines += [
-        "",
-        "`full ÷ variant` > 1: the full pipeline is faster. It is the median over rounds "
-        "of each round's ratio (a round times every variant back to back; `per round` "
-        "gives their range). The CPU-time column is the "
-        "ratio an idle, CPU-bound machine would give (process CPU time per image; for "
-        "torch including its worker processes).",
-    ]
-    ttfb, rss = r["time_to_first_batch_s"], r["rss"]
-    lines += [
-        "",
-        "How to read it: all variants ran in the same process on the same tiles, in "
-        "interleaved rounds, warm-up batches excluded; other processes shared the 2 cores "
-        "(load average above), so wall-clock figures move between runs and the CPU-time "
-        "ratios are the steadier ones. `onthefly` reads the demo's zstd-tiled TIFFs from "
-        "the page cache and does no augmentation (the best case for it). The gap between "
-        "`decode_only` and `full` is the augmentation: see the per-op table below; "
-        "`full_tf_engine` is `full` with TensorFlow ops instead of OpenCV.",
-    ]
-    lines += floor_markdown(r.get("floors"))
-    lines += [
-        "",
-        "| target | wanted | measured | met |",
-        "|---|---|---:|---|",
-    ]
-    for g in r["targets"]:
-        value = "n/a" if g["value"] is None else f"{g['value']:.2f}"
-        lines.append(f"| {g['name']} | {g['target']} | {value} | {_yes(g['met'])} |")
-    lines += [
-        "",
-        f"Time to first batch (`load()` + first batch): first call in the process "
-        f"{ttfb['first_call']:.2f} s (building {ttfb['first_call_build']:.2f} s), later call "
-        f"{ttfb['later_call']:.2f} s (building {ttfb['later_call_build']:.2f} s).",
-    ]
-    lines += rss_markdown(
-        rss,
-        "as `load()` gives it (freed heap returned to the OS as each epoch starts), "
-        f"in {rss['processes']} fresh processes",
-    )
-    for key, how in RSS_VARIANTS.items():
-        if r.get(key) is not None:
-            lines += rss_markdown(r[key], how)
-    lines += [
-        "",
-        "Augmentation cost per 256 x 256 tile (one op at a time, serial map, one thread), "
-        "for both engines: TensorFlow ops per tile (`augment.engine: tensorflow`) and "
-        "OpenCV per batch (the default):",
-        "",
-        "| op | TF CPU µs/tile | TF over none | OpenCV CPU µs/tile | OpenCV over none |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for name, v in r["augment_op_cost_us"].items():
-        lines.append(
-            f"| {name} | {v['cpu_us']:.0f} | {v['cpu_us_over_none']:.0f} "
-            f"| {v['opencv_cpu_us']:.0f} | {v['opencv_cpu_us_over_none']:.0f} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def _yes(met: bool | None) -> str:
-    return "n/a" if met is None else ("yes" if met else "**no**")

@@ -37,13 +37,13 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,35 +54,31 @@ sys.path[:0] = [str(HERE), str(HERE.parent)]
 import psutil  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-RESULTS = HERE / "results"
-FULL = dict(
-    slides=6,
-    size=12288,
-    rounds=5,
-    batches=30,
-    slow_batches=6,
-    epochs=10,
-    rss_processes=3,
-    op_images=640,
+from benchmarks._input_report import (  # noqa: E402
+    check_targets,
+    machine,
+    ratios,
+    write_results,
 )
-QUICK = dict(
-    slides=2,
-    size=4096,
-    rounds=1,
-    batches=4,
-    slow_batches=2,
-    epochs=6,
-    rss_processes=1,
-    op_images=64,
-)
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How much data and how many repeats one run takes; the defaults are the full run's."""
+
+    slides: int = 6
+    size: int = 12288
+    rounds: int = 5
+    batches: int = 30
+    slow_batches: int = 6
+    epochs: int = 10
+    rss_processes: int = 3
+    op_images: int = 640
+
+
+FULL = Scale()
+QUICK = Scale(2, 4096, rounds=1, batches=4, slow_batches=2, epochs=6, rss_processes=1, op_images=64)
 BATCH, WARMUP = 16, 2
-TARGETS = {  # name: (minimum or maximum, value)
-    "full / decode_only": ("min", 0.9),
-    "full / torch": ("min", 2.5),
-    "full / onthefly": ("min", 20.0),
-    "time_to_first_batch_s": ("max", 2.0),
-    "rss_growth_pct": ("max", 5.0),
-}
 
 
 def parse_args(doc: str) -> argparse.Namespace:
@@ -101,16 +97,16 @@ def main() -> None:
     load_before = os.getloadavg()
     import tensorflow as tf
 
-    from benchmarks._input_data import prepare
+    from benchmarks._input_data import op_cost_table, prepare
     from benchmarks._input_floors import floor_summary
     from benchmarks._input_rss import rss_over_epochs
 
-    data = prepare(args.work / ("quick" if args.quick else "full"), p["slides"], p["size"])
+    data = prepare(args.work / ("quick" if args.quick else "full"), p.slides, p.size)
     ttfb = time_to_first_batch(data)  # first, while nothing is traced yet
     variants = make_variants(data)
     throughput = interleaved_rounds(variants, p)
     rss = functools.partial(
-        rss_over_epochs, data.records, data.input_config, p["epochs"], p["rss_processes"]
+        rss_over_epochs, data.records, data.input_config, p.epochs, p.rss_processes
     )
     report = {
         "benchmark": "input",
@@ -126,7 +122,8 @@ def main() -> None:
         # tf.data threads free, and RSS drifts up; two arenas keep the drift small too.
         "rss_heap_kept": rss(release_heap=False),
         "rss_heap_kept_malloc_arena_max_2": rss(env={"MALLOC_ARENA_MAX": "2"}, release_heap=False),
-        "augment_op_cost_us": op_costs(data, p["op_images"]),
+        # CPU and wall µs per 256 x 256 tile of each augmentation op, alone.
+        "augment_op_cost_us": op_cost_table(data, p.op_images),
     }
     report["targets"] = check_targets(report)
     write_results(report, "input-quick" if args.quick else "input")
@@ -171,12 +168,12 @@ def augment_off(augment: Any) -> Any:
     )
 
 
-def interleaved_rounds(variants: dict[str, Callable[[], Iterator[Any]]], p: dict) -> dict:
+def interleaved_rounds(variants: dict[str, Callable[[], Iterator[Any]]], p: Scale) -> dict:
     slow = {"naive", "onthefly"}
     runs: dict[str, list[dict]] = {name: [] for name in variants}
-    steps = [(r, name) for r in range(p["rounds"]) for name in variants]
+    steps = [(r, name) for r in range(p.rounds) for name in variants]
     for _, name in tqdm(steps, desc="throughput", unit="run"):
-        batches = p["slow_batches"] if name in slow else p["batches"]
+        batches = p.slow_batches if name in slow else p.batches
         runs[name].append(measure(variants[name], batches, children=name == "torch"))
     out = {}
     for name, rs in runs.items():
@@ -234,78 +231,6 @@ def time_to_first_batch(data: Any) -> dict:
         out[label] = time.perf_counter() - t0
         out[f"{label}_build"] = built - t0
     return out
-
-
-def op_costs(data: Any, images: int) -> dict:
-    """CPU and wall microseconds per 256 x 256 tile of each augmentation op, alone."""
-    from benchmarks._input_data import op_cost_table
-
-    return op_cost_table(data, images)
-
-
-# ---------------------------------------------------------------- reporting
-
-
-def ratios(t: dict) -> dict:
-    """Throughput ratios, plus the same ratios from CPU time per image.
-
-    Each wall-clock ratio is the median over rounds of that round's ratio: a
-    round times every variant back to back, so a slow spell on the shared
-    machine moves both sides of its ratio (``full / x, rounds`` lists them).
-    The CPU-time figures (``cpu: ...``) are what the ratios would be if every
-    variant were CPU-bound on an otherwise idle machine.
-    """
-    full, full_cpu = t["full"]["rounds"], t["full"]["cpu_ms_per_image"]
-    out: dict = {}
-    for name, v in t.items():
-        if name != "full":
-            per_round = [f / x for f, x in zip(full, v["rounds"], strict=True)]
-            out[f"full / {name}"] = statistics.median(per_round)
-            out[f"full / {name}, rounds"] = [round(r, 3) for r in per_round]
-            out[f"cpu: full / {name}"] = v["cpu_ms_per_image"] / full_cpu
-    return out
-
-
-def check_targets(report: dict) -> list[dict]:
-    values = dict(report["ratios"])
-    values["time_to_first_batch_s"] = report["time_to_first_batch_s"]["later_call"]
-    values["rss_growth_pct"] = report["rss"]["growth_pct"]
-    out = []
-    for name, (kind, target) in TARGETS.items():
-        value = values.get(name)
-        met = None if value is None else (value >= target if kind == "min" else value <= target)
-        out.append(
-            {
-                "name": name,
-                "target": f"{'>=' if kind == 'min' else '<='} {target}",
-                "value": value,
-                "met": met,
-            }
-        )
-    return out
-
-
-def machine(load_before: tuple[float, ...], tf_version: str) -> dict:
-    return {
-        "cpus": os.cpu_count(),
-        "load_average_before": [round(x, 2) for x in load_before],
-        "load_average_after": [round(x, 2) for x in os.getloadavg()],
-        "tensorflow": tf_version,
-        "python": sys.version.split()[0],
-    }
-
-
-def write_results(report: dict, stem: str) -> None:
-    from benchmarks._input_data import markdown
-
-    RESULTS.mkdir(exist_ok=True)
-    for suffix, text in ((".json", json.dumps(report, indent=2) + "\n"), (".md", markdown(report))):
-        path = RESULTS / f"{stem}{suffix}"
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
-        print(path)
-    print(markdown(report))
 
 
 if __name__ == "__main__":

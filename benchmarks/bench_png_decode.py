@@ -77,7 +77,7 @@ def real_blobs() -> dict[str, list[bytes]]:
     }
 
 
-def pipeline_rounds(data: Any, p: dict) -> dict:
+def pipeline_rounds(data: Any, p: bi.Scale) -> dict:
     """Images/s of decode-only and full load() with each decoder, interleaved rounds."""
     import tfpipe.data as td
     from tfpipe.data import pipeline

@@ -34,6 +34,8 @@ import bench_input as bi  # also puts the repository on sys.path
 import cv2
 import numpy as np
 
+from benchmarks._input_report import RESULTS
+
 FILTERS = {"adaptive (libpng default)": None, "up": "IMWRITE_PNG_FILTER_UP"}
 REAL_IMAGES = ("immunohistochemistry", "astronaut", "coffee", "chelsea", "rocket")
 
@@ -128,7 +130,7 @@ def first_tiles(src: Any, n: int) -> list[bytes]:
     return [f[fmt.IMAGE_ENCODED].bytes_list.value[0] for f in features]
 
 
-def pipeline_rounds(data: Any, folders: dict[str, Path], p: dict) -> dict:
+def pipeline_rounds(data: Any, folders: dict[str, Path], p: bi.Scale) -> dict:
     """Images/s of decode-only and full load() per filter, interleaved rounds."""
     import tfpipe.data as td
 
@@ -158,7 +160,9 @@ def speedups(throughput: dict, base: str, new: str) -> dict[str, dict]:
     return out
 
 
-def save_report(name: str, args: Any, p: dict, load_before: Any, body: dict, markdown: Any) -> None:
+def save_report(
+    name: str, args: Any, p: bi.Scale, load_before: Any, body: dict, markdown: Any
+) -> None:
     """Write ``results/<name>.json`` and ``.md`` (``-quick`` with --quick); print the table."""
     import tensorflow as tf
 
@@ -168,14 +172,14 @@ def save_report(name: str, args: Any, p: dict, load_before: Any, body: dict, mar
         "quick": args.quick,
         "machine": f"{m['cpus']} CPUs, load average {m['load_average_before'][0]:.2f} before; "
         f"TensorFlow {m['tensorflow']}",
-        "rounds": p["rounds"],
+        "rounds": p.rounds,
         **body,
     }
     stem = f"{name}-quick" if args.quick else name
-    bi.RESULTS.mkdir(exist_ok=True)
-    (bi.RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
-    markdown(report, bi.RESULTS / f"{stem}.md")
-    print((bi.RESULTS / f"{stem}.md").read_text())
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
+    markdown(report, RESULTS / f"{stem}.md")
+    print((RESULTS / f"{stem}.md").read_text())
 
 
 def write_markdown(report: dict, path: Path) -> None:
@@ -234,7 +238,7 @@ def start(doc: str) -> tuple[Any, dict, Any, Any, Any]:
     from benchmarks._input_data import prepare
     from tfpipe.records.manifest import read_manifest
 
-    data = prepare(args.work / ("quick" if args.quick else "full"), p["slides"], p["size"])
+    data = prepare(args.work / ("quick" if args.quick else "full"), p.slides, p.size)
     return args, p, load_before, data, read_manifest(data.records)
 
 

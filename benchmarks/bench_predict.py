@@ -28,11 +28,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import subprocess
 import sys
-import time
 from pathlib import Path
+
+from _predict_child import child
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "benchmarks" / "_work"
@@ -50,9 +49,6 @@ TTA_VARIANTS = {
 
 def main() -> None:
     args = parse_args()
-    if args.child:
-        run_child(json.loads(args.child))
-        return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     size = 2048 if args.quick else 20000
     report = {
@@ -69,7 +65,6 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--experiment", type=Path, default=ROOT / "experiments" / "kidney.yaml")
     p.add_argument("--checkpoint", default=None, help="a trained .keras file or run folder")
     p.add_argument("--demo", type=Path, default=ROOT / "demo", help="a tfpipe demo workdir")
-    p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     return p.parse_args()
 
 
@@ -240,66 +235,6 @@ def score(pred: Path, truth: Path, images: Path) -> float:
     from tfpipe.predict.evaluate import evaluate
 
     return evaluate(pred, truth, images=images, verbose=False).global_dice
-
-
-# ----------------------------------------------------------------- children
-
-
-def child(spec: dict) -> dict:
-    """Run one measurement in a fresh interpreter; its last stdout line is JSON."""
-    cmd = [sys.executable, __file__, "--child", json.dumps(spec)]
-    # Run folders store paths relative to the project root: run from there.
-    done = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True, cwd=ROOT)
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def run_child(spec: dict) -> None:
-    import numpy as np
-
-    from tfpipe.config import load_experiment
-    from tfpipe.predict.ensemble import EnsemblePredictor, resolve_checkpoints, trained_input_size
-    from tfpipe.predict.slides import predict_slides
-
-    exp = load_experiment(spec["experiment"], spec.get("sets", []))
-    paths = resolve_checkpoints(spec["checkpoint"])
-    predictor = EnsemblePredictor.load(paths, exp.predict.tta)
-    n = (
-        predictor.input_size
-        or trained_input_size(paths)
-        or exp.data.tile_size // exp.data.downscale
-    )
-    # Warm-up: the first call traces the predict function; it is not timed, and the
-    # peak RSS up to here (TensorFlow, the model, one batch) is the floor.
-    predictor(np.zeros((exp.predict.batch_size, n, n, 3), np.uint8))
-    floor = peak_rss_mb()
-    start = time.perf_counter()
-    summary = predict_slides(
-        exp,
-        spec["checkpoint"],
-        images=spec["images"],
-        out=spec["out"],
-        predictor=predictor,
-        progress=False,
-    )
-    s = summary.slides[0]
-    print(
-        json.dumps(
-            {
-                "floor_rss_mb": floor,
-                "peak_rss_mb": peak_rss_mb(),
-                "seconds": time.perf_counter() - start,
-                "windows": sum(r.windows for r in summary.slides),
-                "predicted_windows": sum(r.predicted for r in summary.slides),
-                "windows_per_s": summary.windows_per_second,
-                "megapixels_per_s": summary.megapixels_per_second,
-                "slide": {"id": s.id, "height": s.height, "width": s.width},
-            }
-        )
-    )
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
 # ----------------------------------------------------------------- output
