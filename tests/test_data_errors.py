@@ -92,6 +92,17 @@ def test_corrupt_shard_fails_with_its_name(records):
         _count(ds)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_corrupt_shard_fails_wherever_the_epoch_starts_reading_it(records, seed):
+    # Training starts each shard at a random record and reads the skipped part
+    # last: the damage fails the epoch whether it lies before or after that start.
+    shard = sorted(records.glob("fold0-*"))[0]
+    _damage(shard, offset_fraction=0.3)
+    ds = td.load(records, folds=[0], training=True, batch_size=4, seed=seed)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=f"{shard.name} is corrupt"):
+        _count(ds)
+
+
 def test_skip_corrupt_skips_counts_and_logs(records, capfd):
     shard = sorted(records.glob("fold0-*"))[0]
     _damage(shard)
