@@ -140,16 +140,16 @@ def _with_offset(
 def _read_shard(
     path: tf.Tensor, count: tf.Tensor, offset: tf.Tensor, compression: str, skip_corrupt: bool
 ) -> tf.data.Dataset:
-    def records(skip: tf.Tensor | int = 0) -> tf.data.Dataset:
-        # The skip goes straight to the TFRecord reader, which steps over records
-        # by their length headers instead of reading and checking each one (3x
-        # cheaper per skipped record); the part skipped is read, checked, after.
+    def records() -> tf.data.Dataset:
         # ignore_errors ends the stream at the first bad record (TFRecord cannot
         # resynchronise after a CRC error); the count check below reports it.
-        ds = tf.data.TFRecordDataset(path, compression_type=compression)
-        return ds.skip(skip).ignore_errors()
+        return tf.data.TFRecordDataset(path, compression_type=compression).ignore_errors()
 
-    rotated = records(offset).concatenate(records().take(offset))
+    # Measured and not kept: skipping in the TFRecord reader itself (skip before
+    # ignore_errors) costs 3x less CPU per skipped record (~3 % of the pipeline),
+    # but RSS grew more over 10 epochs (median 2.6 % against 2.1 % in 10 paired
+    # fresh processes, up to 9.5 % against 3.4 %).
+    rotated = records().skip(offset).concatenate(records().take(offset))
     return _check_count(rotated, path, count, skip_corrupt)
 
 
