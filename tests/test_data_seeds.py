@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from tfpipe.data.seeds import batch_seeds, derive, salted, uniform
+from tfpipe.data.seeds import batch_seeds, derive, epoch_key, epoch_keys, salted, uniform
 
 N = 20_000
 # Chi-square with 9 degrees of freedom exceeds 27.9 with probability 0.001.
@@ -80,9 +80,26 @@ def test_derive_gives_new_int64_seeds_per_stream():
 
 
 def test_batch_seeds_count_positions_and_salting_keeps_them_apart():
-    first = next(iter(batch_seeds(7, 4, redrawn=False))).numpy()
+    first = next(iter(batch_seeds(7, 4))).numpy()
     np.testing.assert_array_equal(first, [[7, 0], [7, 1], [7, 2], [7, 3]])
     ids = tf.constant([b"a", b"b", b"a", b"c"])
     salted_seeds = salted(tf.constant(first), ids).numpy()
     np.testing.assert_array_equal(salted_seeds[:, 1], first[:, 1])
     assert salted_seeds[0, 0] == salted_seeds[2, 0] != salted_seeds[1, 0]
+
+
+def test_epoch_keys_are_a_function_of_seed_and_epoch():
+    keys = [int(k) for k in epoch_keys(3, redrawn=True, first_epoch=0).take(4)]
+    assert len(set(keys)) == 4  # every epoch draws differently
+    later = [int(k) for k in epoch_keys(3, redrawn=True, first_epoch=2).take(2)]
+    assert later == keys[2:]  # a stream started at epoch 2 is the same from there
+    assert int(epoch_key(4, 0)) != keys[0]  # another seed, other epochs
+
+
+def test_a_finite_dataset_redraws_its_key_per_iteration_the_same_way_every_run():
+    once = epoch_keys(3, redrawn=True, first_epoch=None)
+    first = [int(k) for _ in range(3) for k in once]
+    other = epoch_keys(3, redrawn=True, first_epoch=None)  # another dataset, another run
+    again = [int(k) for _ in range(3) for k in other]
+    assert first == again and len(set(first)) == 3
+    assert [int(k) for k in epoch_keys(3, redrawn=False, first_epoch=None)] == [3]

@@ -103,9 +103,6 @@ class AugmentConfig(Section):
     saturation: float = Field(0.0, ge=0.0)
     noise_std: float = Field(0.0, ge=0.0)
     """Gaussian noise std in uint8 units (0 disables)."""
-    engine: Literal["auto", "opencv", "tensorflow"] = "auto"
-    """Who applies the ops: OpenCV on whole batches (~3x cheaper per tile on CPU) or
-    TensorFlow ops per tile (graph-only). auto: OpenCV, TensorFlow with input.service."""
 
     @field_validator("crop_scale", "crop_ratio")
     @classmethod
@@ -138,12 +135,12 @@ class InputConfig(Section):
     prefetch: int | None = Field(None, ge=0)
     """Batches to prefetch; default AUTOTUNE; 0 turns prefetching off (tf.data injects none)."""
     deterministic: bool = False
+    """Same seed, same batches, in the same order (see tfpipe.data.pipeline); False lets
+    parallel stages hand out elements as they finish (faster, order may vary)."""
     cache: Literal["none", "memory"] | Path = "none"
     """Cache decoded tiles: "memory" or a file path prefix."""
     ram_budget_mb: int | None = Field(None, gt=0)
     private_threadpool_size: int | None = Field(None, ge=1)
-    release_heap: bool = True
-    """Return freed heap memory to the OS as each epoch starts (glibc's malloc_trim)."""
     augment: AugmentConfig = AugmentConfig()
     balance: float | None = Field(None, ge=0.0, le=1.0)
     """Training fraction of positive tiles (mask > 0); None keeps the natural distribution."""

@@ -1,12 +1,14 @@
 """The tf.data input layer: records folder in, shuffled ``uint8`` batches out.
 
 ``load()`` reads the shards written by ``tfpipe build-records`` (shard order,
-shard start and a record shuffle buffer redrawn every epoch, all seeded),
-parses in batches, decodes and augments in parallel, batches and prefetches;
-optional class balancing, caching and the tf.data service. It imports no
-model code and changes no global Keras or TensorFlow state, so it drops into
-any Keras 3 program. As each epoch starts it hands the process's freed heap
-memory back to the OS (``input.release_heap``; no allocator setting changes).
+shard start and a record shuffle redrawn every epoch, all seeded), parses in
+batches, decodes and augments in parallel, batches and prefetches; optional
+class balancing, caching and the tf.data service. The dataset is a plain
+tf.data graph of TensorFlow ops: its iterator saves and restores with
+``tf.train.Checkpoint``, the tf.data service can run all of it, and a
+process can stop reading at any point and exit. It imports no model code and
+changes no global Keras or TensorFlow state, so it drops into any Keras 3
+program, on any backend (TensorFlow, JAX, PyTorch).
 
 Example — a plain Keras model, written without the rest of tfpipe::
 
@@ -32,13 +34,10 @@ Settings can come from an experiment file instead of keywords::
     train = tfpipe.data.load(exp.data.output, folds=[1, 2, 3], config=exp.input)
 
 Modules: ``pipeline`` (``load``, ``split_folds``), ``shards`` (reading),
-``decode`` (parse; PNG batches through :mod:`tfpipe.io.png`), ``augment``
-(random draws, TensorFlow engine), ``augment_cv`` (OpenCV engine), ``buffers``
-(zero-copy outputs of both), ``exit`` (clean interpreter exit), ``heap``
-(freed heap back to the OS each epoch, so RSS stays flat), ``finish``
-(the tail: augment or center crop, a batch at a time), ``seeds`` (every tile's
-random seed), ``colour``, ``balance``, ``tta``, ``service``, ``preprocessing``
-(``Normalize``), ``plan`` (request validation).
+``seeds`` (epoch keys and every tile's seed), ``decode`` (parse, decode),
+``augment`` (the augmentation: random draws and ops), ``colour``,
+``finish`` (augment or center crop a tile), ``balance``, ``tta``,
+``service``, ``preprocessing`` (``Normalize``), ``plan`` (request validation).
 """
 
 from tfpipe.config import AugmentConfig, InputConfig

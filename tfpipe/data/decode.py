@@ -1,14 +1,12 @@
-"""Parse batches of serialized records and decode their tiles.
+"""Parse batches of serialized records and decode their tiles, in TensorFlow ops.
 
 ``tf.io.parse_example`` on a batch of serialized ``tf.train.Example`` protos is
 the vectorised parse: one kernel call per batch instead of one per record.
-PNG tiles are decoded a batch at a time by :func:`decode_batch`, in one
-``tf.numpy_function`` call that runs :func:`tfpipe.io.png.decode_png` (~3x
-cheaper per tile than ``tf.io.decode_png``, same pixels) on every tile of the
-batch. That is Python, so a tf.data service worker in another process cannot
-run it: there, and for JPEG and raw records, :func:`decode_element` decodes
-per tile with TensorFlow ops in a parallel ``map``
-(:func:`tfpipe.data.plan.decode_engine` picks).
+Tiles are then decoded one by one (:func:`decode_element`) with TensorFlow's
+own decoders (``tf.io.decode_png``, ``decode_jpeg``, ``decode_raw``) in a
+parallel ``map``: plain graph ops, so the dataset can be checkpointed, served
+by tf.data service workers and torn down at any moment (no Python call is
+ever in flight).
 
 Decoded elements are dicts, so that later stages (cache, balance, augment)
 pass along what they do not touch::
@@ -21,25 +19,15 @@ Example:
     >>> ds = tf.data.TFRecordDataset(files).batch(64)           # doctest: +SKIP
     >>> ds = ds.map(lambda s: parse_batch(s, layout)).unbatch()  # doctest: +SKIP
     >>> ds = ds.map(lambda f: decode_element(f, layout))        # doctest: +SKIP
-    >>> # or, for PNG records in this process:
-    >>> ds = tf.data.TFRecordDataset(files).batch(64)           # doctest: +SKIP
-    >>> ds = ds.map(lambda s: decode_batch(parse_batch(s, layout), layout)).unbatch()
-    ... # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import tensorflow as tf
 
-from tfpipe.data.buffers import OUTPUTS
-from tfpipe.data.exit import release_iterators_at_exit
-from tfpipe.io.png import decode_png, decode_up_filtered, decode_with_libpng
 from tfpipe.records import format as fmt
 from tfpipe.records.manifest import Manifest
 
@@ -124,86 +112,6 @@ def _element(image: tf.Tensor, target: tf.Tensor, features: dict) -> dict[str, t
         "id": features[fmt.SOURCE_ID],
         "positive": features[fmt.POSITIVE_FRACTION],
     }
-
-
-def parse_steps(
-    layout: TileLayout, engine: str
-) -> tuple[Callable[[tf.Tensor], dict], Callable[[dict], dict] | None]:
-    """The map over batches of serialized records, and the decoding left per tile.
-
-    ``engine`` is :func:`tfpipe.data.plan.decode_engine`'s choice: ``numpy``
-    parses and decodes the batch at once (nothing is left per tile: None);
-    ``tensorflow`` parses the batch and leaves :func:`decode_element` per tile.
-    """
-    if engine == "numpy":
-        return (lambda s: decode_batch(parse_batch(s, layout), layout)), None
-    return (lambda s: parse_batch(s, layout)), (lambda f: decode_element(f, layout))
-
-
-def decode_batch(features: dict[str, tf.Tensor], layout: TileLayout) -> dict[str, tf.Tensor]:
-    """Decode a parsed batch of PNG records at once: :func:`decode_element`, batched.
-
-    Runs in this process only (``tf.numpy_function``). A damaged tile fails
-    with the ``image/source_id`` of its record in the message.
-    """
-    release_iterators_at_exit()
-    segmentation = layout.task == "segmentation"
-    empty = tf.zeros([0], tf.string)
-    inputs = [
-        features[fmt.IMAGE_ENCODED],
-        features[fmt.MASK_ENCODED] if segmentation else empty,
-        features[fmt.MASK_FORMAT] if segmentation else empty,
-        features[fmt.SOURCE_ID],
-    ]
-    kernel = functools.partial(decode_tiles, layout=layout)
-    images, masks = tf.numpy_function(kernel, inputs, [tf.uint8, tf.uint8], stateful=False)
-    # The batch size stays static when the batch is full by construction (training).
-    shape = [features[fmt.IMAGE_ENCODED].shape[0], layout.height, layout.width]
-    images = tf.ensure_shape(images, [*shape, layout.channels])
-    if segmentation:
-        target = tf.ensure_shape(masks, [*shape, 1])
-    else:
-        target = tf.cast(features[fmt.CLASS_LABEL], tf.float32)
-    return _element(images, target, features)
-
-
-def decode_tiles(
-    images: np.ndarray,
-    masks: np.ndarray,
-    mask_formats: np.ndarray,
-    ids: np.ndarray,
-    *,
-    layout: TileLayout,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The NumPy side of :func:`decode_batch`: PNG images, PNG or raw masks.
-
-    Returns ``[B, H, W, C]`` images and ``[B, H, W, 1]`` masks (``[0]`` without masks).
-    """
-    hw = (layout.height, layout.width)
-    out = OUTPUTS.take((len(images), *hw, layout.channels))
-    out_masks = OUTPUTS.take((len(masks), *hw, 1)) if len(masks) else np.zeros([0], np.uint8)
-    # One build writes every tile alike: after a tile the fast path cannot take
-    # (records written before the "up" filter), the batch goes straight to libpng.
-    fast = True
-    for i, data in enumerate(images):
-        try:
-            fast = fast and decode_up_filtered(data, layout.channels, out[i]) is not None
-            if not fast:
-                decode_with_libpng(data, layout.channels, out[i])
-            if len(masks):
-                _decode_mask_np(masks[i], mask_formats[i], out_masks[i])
-        except ValueError as err:
-            raise ValueError(f"record {ids[i].decode()!r}: {err}") from None
-    return out, out_masks
-
-
-def _decode_mask_np(data: bytes, mask_format: bytes, out: np.ndarray) -> None:
-    if mask_format != b"raw":
-        decode_png(data, 1, out=out)
-    elif len(data) != out.size:
-        raise ValueError(f"raw mask has {len(data)} bytes; expected {out.size}")
-    else:
-        out[...] = np.frombuffer(data, np.uint8).reshape(out.shape)
 
 
 def _decode_image(data: tf.Tensor, layout: TileLayout) -> tf.Tensor:

@@ -1,30 +1,38 @@
 """``load()``: records folder in, ``tf.data.Dataset`` of ``uint8`` batches out.
 
-Training pipeline (each stage redrawn every epoch, reproducible per seed)::
+Training pipeline, one epoch (every random choice drawn from the epoch's key)::
 
     shard list, shuffled ─▶ interleave(TFRecordDataset, parallel) ─▶ [balance]
-      ─▶ shuffle(serialized records) ─▶ batch ─▶ + the batch's seeds
-      ─▶ map(parse_example, decode the PNG batch, draw and augment it with OpenCV; parallel)
+      ─▶ shuffle(serialized records) ─▶ batch ─▶ + the tiles' seeds ─▶ [skip]
+      ─▶ parse_example ─▶ unbatch ─▶ map(decode, augment; parallel) ─▶ batch
       ─▶ [tf.data service] ─▶ prefetch
 
-Every stage after the shuffle works on whole batches: a per-element stage
-costs CPU per image that the GPU waits for (:mod:`tfpipe.data.finish`).
+Everything is TensorFlow ops: no Python runs inside the graph, so the
+iterator can be saved and restored with ``tf.train.Checkpoint``, the whole
+graph runs on tf.data service workers, and a process can stop reading at any
+moment and exit (nothing in flight waits for the interpreter).
 
-Behind the tf.data service, and for JPEG or raw records, tiles are decoded
-per element with TensorFlow ops instead (:func:`tfpipe.data.plan.decode_engine`):
-the batches are split, decoded tile by tile in a parallel map, and batched again.
-With ``augment.engine: tensorflow`` (and always with the tf.data service) the
-augmentation runs as TensorFlow ops in that per-element map too.
+Epochs (:func:`tfpipe.data.seeds.epoch_keys`): without ``repeat`` the
+dataset is one epoch, and every new iteration (each Keras epoch) reshuffles
+and redraws augmentation. With ``repeat`` it is one endless stream of epochs
+0, 1, 2, … in which epoch ``e`` depends on ``(seed, e)`` only, so
+``start_step`` can rebuild the stream from any batch, skipping the batches
+before it as serialized records (cheap: nothing is parsed or decoded).
 
 With ``cache`` the decoded tiles are cached and the shuffle, balance and
 augmentation move after the cache (so every epoch still differs). Validation
 reads the shards in manifest order with no shuffle and no augmentation
 (center crop to ``image_size``), deterministically.
 
-An epoch is one pass over the selected shards: the dataset is finite and
-every new iteration (each Keras epoch, or each ``.repeat()``) reshuffles and
-redraws augmentation. Training batches are always full
-(``drop_remainder=True``); validation keeps the last partial batch.
+Training batches are always full (``drop_remainder=True`` within each
+epoch); validation keeps the last partial batch.
+
+Reproducibility: with ``deterministic=True`` the batches are a pure function
+of the seed (and, with ``repeat``, of the epoch): the same on every run and
+machine. With ``deterministic=False`` (the default, faster) the parallel
+stages hand out elements as they finish, so the *set* of tiles in an epoch
+and each tile's augmentation stay the same but their order into batches can
+differ from run to run.
 
 Example:
     >>> train = load("records/kidney", folds=[1, 2, 3], batch_size=16)   # doctest: +SKIP
@@ -42,13 +50,12 @@ import tensorflow as tf
 
 from tfpipe.config import InputConfig
 from tfpipe.data import balance, service
-from tfpipe.data.decode import parse_steps, positive_fraction
-from tfpipe.data.finish import Finisher, drop_ids
-from tfpipe.data.heap import release_heap_each_epoch
-from tfpipe.data.plan import InputPlan, cache_target, decode_engine, plan_input, resolve_config
-from tfpipe.data.seeds import batch_seeds, with_seeds
+from tfpipe.data.decode import decode_element, parse_batch, positive_fraction
+from tfpipe.data.finish import Finisher
+from tfpipe.data.plan import InputPlan, cache_target, plan_input, resolve_config
+from tfpipe.data.seeds import batch_seeds, epoch_keys, with_seeds
 from tfpipe.data.shards import read_shards
-from tfpipe.errors import RecordsError
+from tfpipe.errors import ConfigError, RecordsError
 from tfpipe.records.manifest import Manifest, read_manifest
 
 # Functions handed to tf.data are plain graph code (explicit tf.cond, no Python
@@ -59,6 +66,7 @@ _plain = tf.autograph.experimental.do_not_convert
 # Salts keep the seeds of independent random streams apart.
 _AUGMENT_SALT = 104729
 _BALANCE_SALT = 1299709
+_SHUFFLE_SALT = 15485863
 
 
 def load(
@@ -70,6 +78,8 @@ def load(
     batch_size: int | None = None,
     seed: int | None = None,
     with_ids: bool = False,
+    repeat: bool = False,
+    start_step: int = 0,
     **overrides: Any,
 ) -> tf.data.Dataset:
     """A ``tf.data.Dataset`` of ``uint8`` batches from a records folder.
@@ -91,11 +101,18 @@ def load(
         seed: Overrides ``config.seed``.
         with_ids: Add a third element, the ``[B]`` string ``image/source_id`` of
             every tile (to inspect order and provenance; not for ``fit``).
+        repeat: One endless stream of epochs 0, 1, 2, … instead of one epoch per
+            iteration. Epoch ``e`` is a pure function of ``(seed, e)`` (with
+            ``deterministic=True``), so a stream can be rebuilt from any step:
+            give ``model.fit`` a ``steps_per_epoch``.
+        start_step: With ``repeat``, start at this batch of the stream (resume
+            after an interruption): the batches before it are skipped as
+            serialized records, never parsed, decoded or augmented.
         **overrides: Any other ``InputConfig`` field, e.g. ``shuffle_buffer=1024``
             or ``augment={"flip": True, "hue": 0.02}``.
 
     Returns:
-        The dataset; one iteration is one epoch.
+        The dataset; one iteration is one epoch (without ``repeat``).
 
     Raises:
         RecordsError: the folder or manifest is missing, from a newer format
@@ -111,10 +128,15 @@ def load(
         (tf.uint8, TensorShape([8, 256, 256, 3]), TensorShape([8, 256, 256, 1]))
     """
     cfg = resolve_config(config, batch_size=batch_size, seed=seed, overrides=overrides)
+    if start_step < 0 or (start_step and not repeat):
+        raise ConfigError(
+            "start_step counts batches of a repeated stream: it needs repeat=True and "
+            f"must be >= 0; got start_step={start_step}, repeat={repeat}"
+        )
     manifest = read_manifest(records_dir)
     fold_list = [folds] if isinstance(folds, int) else folds
     plan = plan_input(manifest, fold_list, cfg, training)
-    return build_dataset(plan, cfg, training, with_ids)
+    return build_dataset(plan, cfg, training, with_ids, repeat, start_step)
 
 
 def split_folds(
@@ -141,109 +163,87 @@ def split_folds(
 
 
 def build_dataset(
-    plan: InputPlan, cfg: InputConfig, training: bool, with_ids: bool = False
-) -> tf.data.Dataset:
-    """Assemble the tf.data graph for a validated plan (see the module docstring)."""
-    det = cfg.deterministic if training else True
-    finish = Finisher(plan, cfg, training)
-    step, decode = parse_steps(plan.layout, decode_engine(cfg, plan.layout, training))
-    records = read_shards(plan.shards, cfg, training)
-    cache = cache_target(plan, cfg, training)
-    # Steps on whole batches run in as few maps as they can: a map stage costs
-    # ~0.2 ms of CPU per batch on its own, ~6 µs per image at 32 per batch.
-    batch_steps, tile_steps = [], []
-    if cache is None:
-        records = _balance_and_shuffle(
-            records, plan, cfg, training, lambda r: positive_fraction(r) > 0
-        )
-        batches = records.batch(cfg.batch_size, drop_remainder=training)
-        batch_steps.append(lambda r, s: (step(r), s))
-        if decode is not None:
-            tile_steps.append(lambda f, s: (decode(f), s))
-    else:
-        batches = _batches_after_cache(records, cache, step, decode, plan, cfg, training, det)
-    # Seeds are drawn after any cache (else every epoch would replay epoch 1's).
-    batches = with_seeds(batches, cfg.seed + _AUGMENT_SALT, cfg.batch_size, training)
-    if finish.per_element:
-        tile_steps.append(finish.element)
-    if tile_steps:
-        batches = _map_batches(batches, batch_steps, cfg, det)
-        batches, batch_steps = _per_tile(batches, tile_steps, cfg, training, det), []
-    batch_steps.append(finish.batch)
-    if not with_ids:
-        batch_steps.append(drop_ids)
-    batches = _map_batches(batches, batch_steps, cfg, det)
-    batches = batches.with_options(_options(cfg, det))
-    if training and cfg.service:
-        batches = service.distribute(batches, cfg.service, cfg.service_job_name)
-    if cfg.release_heap:
-        # In this process, after the service: it is this process's heap that drifts.
-        batches = release_heap_each_epoch(batches)
-    count = _known_batches(plan, cfg, training)
-    if count is not None:
-        # Keras then knows the epoch length (progress bar, no "ran out of data" warning).
-        batches = batches.apply(tf.data.experimental.assert_cardinality(count))
-    if cfg.prefetch != 0:
-        batches = batches.prefetch(cfg.prefetch or tf.data.AUTOTUNE)
-    return batches
-
-
-def _batches_after_cache(
-    records: tf.data.Dataset,
-    cache: str,
-    step: Callable[[tf.Tensor], dict],
-    decode: Callable[[dict], dict] | None,
     plan: InputPlan,
     cfg: InputConfig,
     training: bool,
-    det: bool,
+    with_ids: bool = False,
+    repeat: bool = False,
+    start_step: int = 0,
 ) -> tf.data.Dataset:
-    """Decode and cache tiles; balance, shuffle and batch after the cache."""
-    decoded = records.batch(cfg.batch_size).map(_plain(step), **_parallel(cfg, det)).unbatch()
-    if decode is not None:
-        decoded = decoded.map(_plain(decode), **_parallel(cfg, det))
-    decoded = decoded.cache(cache)
-    decoded = _balance_and_shuffle(decoded, plan, cfg, training, lambda e: e["positive"] > 0)
-    return _batch(decoded, cfg, training, det)
+    """Assemble the tf.data graph for a validated plan (see the module docstring)."""
+    det = cfg.deterministic if training else True
+    per_epoch = _known_batches(plan, cfg, training)
+    first_epoch, skip = _start(start_step, per_epoch) if repeat else (None, 0)
+    keys = epoch_keys(cfg.seed, redrawn=training, first_epoch=first_epoch)
+    cache = cache_target(plan, cfg, training)
+    tiles = None if cache is None else _decoded_tiles(plan, cfg, cache)
+
+    def one_epoch(key: tf.Tensor) -> tf.data.Dataset:
+        """The epoch's batches of serialized records (or cached tiles), with their seeds."""
+        if tiles is None:
+            items = read_shards(plan.shards, cfg, training, key)
+            items = _balance_and_shuffle(items, plan, cfg, training, key, _positive_record)
+        else:
+            items = _balance_and_shuffle(tiles, plan, cfg, training, key, _positive_tile)
+        batches = items.batch(cfg.batch_size, drop_remainder=training)
+        return with_seeds(batches, _salt(key, _AUGMENT_SALT), cfg.batch_size, training)
+
+    batches = keys.flat_map(_plain(one_epoch))
+    if skip:
+        # Before anything is parsed or decoded: a resumed run pays for reading only.
+        batches = batches.skip(skip)
+    if tiles is None:
+        batches = batches.map(_plain(lambda s, seeds: (parse_batch(s, plan.layout), seeds)))
+    layout, finish = plan.layout, Finisher(plan, cfg, training, with_ids)
+
+    def tile(element: dict[str, tf.Tensor], seed: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        return finish(element if tiles is not None else decode_element(element, layout), seed)
+
+    out = batches.unbatch().map(_plain(tile), **_parallel(cfg, det))
+    out = out.batch(cfg.batch_size, drop_remainder=training, **_parallel(cfg, det))
+    out = out.with_options(_options(cfg, det))
+    if training and cfg.service:
+        out = service.distribute(out, cfg.service, cfg.service_job_name)
+    if per_epoch is not None and not repeat:
+        # Keras then knows the epoch length (progress bar, no "ran out of data" warning).
+        out = out.apply(tf.data.experimental.assert_cardinality(per_epoch))
+    if cfg.prefetch != 0:
+        out = out.prefetch(cfg.prefetch or tf.data.AUTOTUNE)
+    return out
 
 
-def _per_tile(
-    batches: tf.data.Dataset,
-    steps: list[Callable[..., tuple]],
-    cfg: InputConfig,
-    training: bool,
-    det: bool,
-) -> tf.data.Dataset:
-    """Run ``steps`` on each ``(element, seed)`` of the batches, in one parallel map.
+def _start(start_step: int, per_epoch: int | None) -> tuple[int, int]:
+    """``(first epoch, batches to skip in it)`` for a stream that starts at ``start_step``.
 
-    The TensorFlow decoding (JPEG, raw, served batches) and the TensorFlow
-    augmentation engine work tile by tile.
+    When the epoch length is not fixed (balancing, skipped records), the
+    stream starts at epoch 0 and skips whole epochs too, still unparsed.
     """
-    tiles = batches.unbatch().map(_plain(_chain(steps)), **_parallel(cfg, det))
-    return _batch(tiles, cfg, training, det)
+    if per_epoch is None:
+        return 0, start_step
+    return start_step // per_epoch, start_step % per_epoch
 
 
-def _map_batches(
-    batches: tf.data.Dataset, steps: list[Callable[..., tuple]], cfg: InputConfig, det: bool
-) -> tf.data.Dataset:
-    """Run ``steps`` one after the other on each batch, in one parallel map."""
-    return batches.map(_plain(_chain(steps)), **_parallel(cfg, det)) if steps else batches
+def _decoded_tiles(plan: InputPlan, cfg: InputConfig, cache: str) -> tf.data.Dataset:
+    """Every tile of the plan, decoded once, in manifest order, cached (memory or file)."""
+    records = read_shards(plan.shards, cfg, False, tf.constant(0, tf.int64))
+    parsed = records.batch(cfg.batch_size).map(_plain(lambda s: parse_batch(s, plan.layout)))
+    decoded = parsed.unbatch().map(
+        _plain(lambda f: decode_element(f, plan.layout)), **_parallel(cfg, True)
+    )
+    return decoded.cache(cache)
 
 
-def _chain(steps: list[Callable[..., tuple]]) -> Callable[..., tuple]:
-    """One function of ``steps``: each takes the tuple that the one before returned."""
-
-    def run(*values: Any) -> tuple:
-        for one in steps:
-            values = one(*values)
-        return values
-
-    return run
+def _positive_record(record: tf.Tensor) -> tf.Tensor:
+    return positive_fraction(record) > 0
 
 
-def _batch(ds: tf.data.Dataset, cfg: InputConfig, training: bool, det: bool) -> tf.data.Dataset:
-    """Batches of decoded tiles; training batches are always full."""
-    return ds.batch(cfg.batch_size, drop_remainder=training, **_parallel(cfg, det))
+def _positive_tile(element: dict[str, tf.Tensor]) -> tf.Tensor:
+    return element["positive"] > 0
+
+
+def _salt(key: tf.Tensor, salt: int) -> tf.Tensor:
+    """The key of one random stream of an epoch (seeds are hashed again before use)."""
+    return tf.bitwise.bitwise_xor(tf.cast(key, tf.int64), tf.constant(salt, tf.int64))
 
 
 def _parallel(cfg: InputConfig, det: bool) -> dict[str, Any]:
@@ -255,16 +255,43 @@ def _balance_and_shuffle(
     plan: InputPlan,
     cfg: InputConfig,
     training: bool,
+    key: tf.Tensor,
     is_positive: Callable[[Any], tf.Tensor],
 ) -> tf.data.Dataset:
     """Resample to the planned class balance, then shuffle (training) by ``shuffle_buffer``."""
     if plan.balance is not None:
-        # Per-element seeds; validation's are fixed (the same subset every epoch).
-        seeds = batch_seeds(cfg.seed + _BALANCE_SALT, 1, redrawn=training).unbatch()
+        # Per-element seeds; validation's key is fixed (the same subset every epoch).
+        seeds = batch_seeds(_salt(key, _BALANCE_SALT), 1).unbatch()
         ds = balance.resample(ds, plan.balance, is_positive, seeds)
     if training and cfg.shuffle_buffer > 0:
-        ds = ds.shuffle(cfg.shuffle_buffer, seed=cfg.seed)
+        ds = shuffle_blocks(ds, cfg.shuffle_buffer, _salt(key, _SHUFFLE_SALT))
     return ds
+
+
+def shuffle_blocks(ds: tf.data.Dataset, size: int, key: tf.Tensor) -> tf.data.Dataset:
+    """Permute each block of ``size`` consecutive elements, statelessly, from ``key``.
+
+    Why not ``Dataset.shuffle``: inside the per-epoch function it adds a seed
+    generator op, a stateful op that makes the iterator impossible to
+    checkpoint (``FailedPreconditionError: DummySeedGenerator is stateful``).
+    A permutation per block is a pure function of the key, so an epoch is
+    rebuilt exactly after a restart; like a shuffle buffer it holds ``size``
+    elements, and it moves each one anywhere within its block.
+
+    Example:
+        >>> ds = shuffle_blocks(tf.data.Dataset.range(8), 4, tf.constant(1, tf.int64))
+        >>> sorted(int(x) for x in ds.take(4))
+        [0, 1, 2, 3]
+    """
+
+    def permute(block: Any, index: tf.Tensor) -> Any:
+        n = tf.shape(tf.nest.flatten(block)[0])[0]
+        seed = tf.stack([tf.cast(key, tf.int64), index])
+        order = tf.random.experimental.stateless_shuffle(tf.range(n), seed=seed)
+        return tf.nest.map_structure(lambda x: tf.gather(x, order), block)
+
+    blocks = tf.data.Dataset.zip(ds.batch(size), tf.data.Dataset.counter())
+    return blocks.map(_plain(permute)).unbatch()
 
 
 def _known_batches(plan: InputPlan, cfg: InputConfig, training: bool) -> int | None:

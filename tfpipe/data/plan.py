@@ -210,39 +210,8 @@ def _check_batch(cfg: InputConfig, records: int, training: bool, where: str) -> 
         )
 
 
-def augment_engine(cfg: InputConfig, training: bool) -> str:
-    """``opencv`` or ``tensorflow``: who applies the training augmentation (``augment.engine``).
-
-    ``auto`` is OpenCV (cheaper per tile) unless the batches come from the
-    tf.data service, whose workers run the dataset graph in other processes
-    and cannot call back into this one's Python.
-    """
-    engine = cfg.augment.engine
-    if engine == "auto":
-        return "tensorflow" if training and cfg.service else "opencv"
-    return engine
-
-
-def decode_engine(cfg: InputConfig, layout: TileLayout, training: bool) -> str:
-    """``numpy`` or ``tensorflow``: who decodes the tiles.
-
-    PNG tiles are decoded a batch at a time by :func:`tfpipe.data.decode.decode_batch`
-    (~3x cheaper per tile) in this process; tf.data service workers run the
-    dataset graph in other processes and cannot call back into this one's
-    Python, so served training batches, and JPEG and raw records, are decoded
-    with TensorFlow ops.
-    """
-    served = training and cfg.service is not None
-    return "numpy" if layout.encoding == "png" and not served else "tensorflow"
-
-
 def _check_augment(cfg: InputConfig, layout: TileLayout, training: bool, where: str) -> None:
     aug = cfg.augment
-    if training and cfg.service and aug.engine == "opencv":
-        raise ConfigError(
-            "input.augment.engine=opencv runs Python code, which tf.data service workers "
-            f"cannot run; use engine: auto or tensorflow with input.service={cfg.service!r}"
-        )
     if training and layout.channels != 3 and (aug.hue > 0 or aug.saturation > 0):
         raise ConfigError(
             f"input.augment.hue and .saturation need RGB tiles; got hue={aug.hue}, "

@@ -1,7 +1,10 @@
 """Every tile's random seed: ``[epoch key, position in the epoch]``, then its record id.
 
-The key is drawn anew each time the dataset is iterated (each Keras epoch,
-each ``repeat``) from the config seed, so epochs differ and runs repeat; the
+Each epoch has a key (:func:`epoch_keys`): a hash of ``(seed, epoch)`` for a
+repeated stream, so epoch ``e`` is the same in every run and can be rebuilt
+on its own after a restart; drawn anew each time a finite dataset is iterated
+otherwise. Every random choice of the epoch (shard order, shard starts, the
+shuffle buffer, balancing, augmentation) derives from that key; the
 position counts tiles from the start of the epoch. Augmentation then mixes in
 the record id (:func:`salted`), so tf.data service workers that share (key,
 position) still draw differently.
@@ -18,9 +21,9 @@ a batch they need a ``tf.map_fn``, which cost ~55 µs of CPU per tile, a fifth
 of the augmentation.
 
 Example:
-    >>> ds = with_seeds(records.batch(16, drop_remainder=True), 7, 16, training=True)
+    >>> ds = with_seeds(records.batch(16, drop_remainder=True), key, 16, training=True)
     ... # doctest: +SKIP
-    >>> next(iter(batch_seeds(7, 4, redrawn=False))).numpy()[:, 1]
+    >>> next(iter(batch_seeds(7, 4))).numpy()[:, 1]
     array([0, 1, 2, 3])
     >>> uniform(tf.constant([[1, 2], [3, 4]], tf.int64), 3, stream=0).shape
     TensorShape([2, 3])
@@ -40,14 +43,54 @@ _MIX2 = np.uint64(0x94D049BB133111EB)
 
 _plain = tf.autograph.experimental.do_not_convert
 
+# derive()'s stream for epoch keys; other streams salt an epoch key (mix_key).
+_EPOCH_STREAM = 9
 
-def with_seeds(batches: tf.data.Dataset, seed: int, size: int, training: bool) -> tf.data.Dataset:
+
+def epoch_keys(seed: int, *, redrawn: bool, first_epoch: int | None) -> tf.data.Dataset:
+    """The key of each epoch, from which every random draw of that epoch derives.
+
+    Three kinds of stream:
+
+    * ``first_epoch`` given: keys of epochs ``first_epoch, first_epoch + 1, …``
+      without end, each a pure function of ``(seed, epoch)`` (:func:`epoch_key`).
+    * ``redrawn`` (a finite training dataset): one key, drawn anew from ``seed``
+      each time the dataset is iterated: iteration ``i`` gets the same key in
+      every run with that seed.
+    * neither (validation): one key, ``seed`` itself, every time.
+
+    Example:
+        >>> keys = epoch_keys(7, redrawn=False, first_epoch=2).take(2)
+        >>> [int(k) for k in keys] == [int(epoch_key(7, 2)), int(epoch_key(7, 3))]
+        True
+    """
+    if first_epoch is not None:
+        return tf.data.Dataset.counter(first_epoch).map(_plain(lambda e: epoch_key(seed, e)))
+    if redrawn:
+        return tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
+    return tf.data.Dataset.from_tensors(tf.constant(seed, tf.int64))
+
+
+def epoch_key(seed: int, epoch: tf.Tensor | int) -> tf.Tensor:
+    """A scalar int64 key for ``epoch``: a hash of ``(seed, epoch)``."""
+    pair = tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)])
+    return derive(pair, stream=_EPOCH_STREAM)[0]
+
+
+def mix_key(key: tf.Tensor, salt: int) -> tf.Tensor:
+    """``[2]`` seed of one random stream of an epoch: the epoch key and the stream's salt."""
+    return tf.stack([tf.cast(key, tf.int64), tf.constant(salt, tf.int64)])
+
+
+def with_seeds(
+    batches: tf.data.Dataset, key: tf.Tensor, size: int, training: bool
+) -> tf.data.Dataset:
     """Pair each batch of ``size`` tiles with their seeds: ``(batch, [size, 2] int64)``.
 
-    Training batches are full and their key is redrawn every epoch; a short
-    last validation batch gets as many seeds as it has tiles.
+    Training batches are full; a short last validation batch gets as many seeds
+    as it has tiles.
     """
-    pairs = tf.data.Dataset.zip(batches, batch_seeds(seed, size, redrawn=training))
+    pairs = tf.data.Dataset.zip(batches, batch_seeds(key, size))
     if training:
         return pairs
 
@@ -57,24 +100,13 @@ def with_seeds(batches: tf.data.Dataset, seed: int, size: int, training: bool) -
     return pairs.map(_plain(pair))
 
 
-def batch_seeds(seed: int, size: int, redrawn: bool) -> tf.data.Dataset:
-    """``[size, 2]`` seeds per batch: ``[key, position]`` for positions 0, 1, 2, …
-
-    With ``redrawn`` the key is drawn from ``seed`` anew every iteration (every
-    epoch); else it is ``seed`` itself.
-    """
-    if redrawn:
-        key = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
-    else:
-        key = tf.data.Dataset.from_tensors(tf.constant(seed, tf.int64))
+def batch_seeds(key: tf.Tensor | int, size: int) -> tf.data.Dataset:
+    """``[size, 2]`` seeds per batch, without end: ``[key, position]`` for positions 0, 1, 2, …"""
+    key = tf.cast(key, tf.int64)
     offsets = tf.range(size, dtype=tf.int64)
-
-    def positions(k: tf.Tensor) -> tf.data.Dataset:
-        return tf.data.Dataset.counter().map(
-            _plain(lambda i: tf.stack([tf.fill([size], k), i * size + offsets], 1))
-        )
-
-    return key.flat_map(_plain(positions))
+    return tf.data.Dataset.counter().map(
+        _plain(lambda i: tf.stack([tf.fill([size], key), i * size + offsets], 1))
+    )
 
 
 def salted(seed: tf.Tensor, record_id: tf.Tensor) -> tf.Tensor:

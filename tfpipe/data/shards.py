@@ -1,10 +1,10 @@
 """Read the serialized records of a set of shards, in a fresh order every epoch.
 
-Training order comes from three seeded sources of randomness, each redrawn
-every time the dataset is iterated (every Keras epoch, every ``repeat``) and
-identical across runs with the same seed:
+Training order comes from three seeded sources of randomness, each drawn
+from the epoch's key (:mod:`tfpipe.data.seeds`), so every epoch differs and
+runs with the same seed repeat:
 
-1. the shard list is shuffled (``shuffle(reshuffle_each_iteration=True)``);
+1. the shard list is shuffled (``stateless_shuffle``);
 2. each shard starts at a random record and wraps around, so shards read side
    by side by ``interleave`` are not in lockstep (without this, the k-th
    records of all shards would meet in the same batches every epoch);
@@ -19,7 +19,8 @@ damaged shard loses everything from the damage to its end. Tiles whose
 bytes pass the CRC but do not decode are a writer bug and still fail.)
 
 Example:
-    >>> ds = read_shards(plan, cfg, training=True)   # doctest: +SKIP
+    >>> ds = read_shards(plan.shards, cfg, training=True, key=tf.constant(7, tf.int64))
+    ... # doctest: +SKIP
     >>> next(iter(ds)).dtype                          # doctest: +SKIP
     tf.string
 """
@@ -33,6 +34,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from tfpipe.config import InputConfig
+from tfpipe.data.seeds import mix_key, uniform
 from tfpipe.errors import RecordsError
 
 # Functions handed to tf.data are plain graph code (explicit tf.cond, no Python
@@ -40,7 +42,8 @@ from tfpipe.errors import RecordsError
 # per load() call.
 _plain = tf.autograph.experimental.do_not_convert
 
-# Salt so that the per-epoch shard offsets are independent of the shard shuffle.
+# Salts keep an epoch's shard order and shard starts independent draws of its key.
+_ORDER_SALT = 7907
 _OFFSET_SALT = 7919
 # Shards read side by side when input.cycle_length is not set.
 DEFAULT_CYCLE_LENGTH = 16
@@ -97,20 +100,28 @@ def check_shard_files(shards: ShardSet, skip_corrupt: bool) -> list[str]:
     return problems
 
 
-def read_shards(shards: ShardSet, cfg: InputConfig, training: bool) -> tf.data.Dataset:
-    """Serialized records of ``shards``: shuffled per epoch for training, in order otherwise."""
-    files = tf.data.Dataset.from_tensor_slices(
-        (list(shards.paths), tf.constant(shards.counts, tf.int64))
-    )
-    shuffled = training and cfg.shuffle_files
-    if shuffled:
-        files = files.shuffle(len(shards.paths), seed=cfg.seed, reshuffle_each_iteration=True)
-        offsets = tf.data.Dataset.random(
-            seed=cfg.seed + _OFFSET_SALT, rerandomize_each_iteration=True
+def read_shards(
+    shards: ShardSet, cfg: InputConfig, training: bool, key: tf.Tensor
+) -> tf.data.Dataset:
+    """Serialized records of ``shards`` for the epoch whose key is ``key``.
+
+    Training: shard order and shard starts are drawn from ``key``
+    (stateless, so the epoch can be rebuilt from its key alone); otherwise
+    manifest order from the first record.
+    """
+    counts = tf.constant(shards.counts, tf.int64)
+    paths = tf.constant(list(shards.paths))
+    if training and cfg.shuffle_files:
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(len(shards.paths)), seed=mix_key(key, _ORDER_SALT)
         )
-        files = tf.data.Dataset.zip(files, offsets).map(_plain(_with_offset))
+        paths, counts = tf.gather(paths, order), tf.gather(counts, order)
+        draws = uniform(mix_key(key, _OFFSET_SALT), len(shards.paths), stream=0)
+        offsets = tf.cast(tf.floor(draws * tf.cast(counts, tf.float32)), tf.int64)
+        offsets = tf.minimum(offsets, tf.maximum(counts - 1, 0))
     else:
-        files = files.map(_plain(lambda path, count: (path, count, tf.constant(0, tf.int64))))
+        offsets = tf.zeros_like(counts)
+    files = tf.data.Dataset.from_tensor_slices((paths, counts, offsets))
     compression = "GZIP" if shards.compression == "gzip" else ""
     skip = cfg.skip_corrupt
 
@@ -128,13 +139,6 @@ def read_shards(shards: ShardSet, cfg: InputConfig, training: bool) -> tf.data.D
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=deterministic,
     )
-
-
-def _with_offset(
-    files: tuple[tf.Tensor, tf.Tensor], random: tf.Tensor
-) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    path, count = files
-    return path, count, tf.math.floormod(random, tf.maximum(count, 1))
 
 
 def _read_shard(
