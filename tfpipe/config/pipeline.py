@@ -64,7 +64,9 @@ class DataConfig(Section):
     filter: TissueFilter = TissueFilter()
     keep_empty_fraction: float = Field(1.0, ge=0.0, le=1.0)
     """Fraction of tissue tiles with no mask pixel that are kept (hash of seed, id, y, x)."""
-    encoding: Literal["png", "jpeg", "raw"] = "png"
+    encoding: Literal["png", "jpeg", "raw"] = "raw"
+    """Tile encoding: raw pixels decode ~10x cheaper than PNG in TensorFlow (no Python
+    decoder in the input graph) for ~1.2-2x the disk; png is the compact choice."""
     jpeg_quality: int = Field(95, ge=1, le=100)
     compression: Literal["none", "gzip"] = "none"
     shard_records: int | None = Field(None, gt=0)

@@ -7,10 +7,11 @@ images never crossing the split. A run writes ``runs/<timestamp>-<name>/``
 checkpoints, history, TensorBoard logs, and ``summary.json`` with the
 per-fold and cross-validation scores, printed as a table at the end.
 
-Global state is set here and nowhere else, and restored on the way out:
-the Keras dtype policy (``train.mixed_precision``: ``auto`` is mixed_float16
-when a GPU is visible, float32 otherwise) and, with ``train.deterministic``,
-TensorFlow op determinism. ``keras.utils.set_random_seed(train.seed)`` runs
+Global state is set here and nowhere else: the Keras dtype policy
+(``train.mixed_precision``: ``auto`` is mixed_float16 when a GPU is visible,
+float32 otherwise), restored on the way out, and, with
+``train.deterministic``, TensorFlow op determinism, which stays on (TensorFlow
+exports no switch-off). ``keras.utils.set_random_seed(train.seed)`` runs
 at the start of every fold, so a fold trains the same whether it runs alone
 (``--fold K``) or among all folds.
 
@@ -158,9 +159,12 @@ def precision_policy(setting: str) -> str:
 
 @contextlib.contextmanager
 def training_environment(cfg: TrainConfig) -> Iterator[str]:
-    """Set the dtype policy (and op determinism) for the run; restore both afterwards."""
+    """Set the dtype policy (and op determinism) for the run; restore the policy afterwards.
+
+    ``train.deterministic`` switches TensorFlow's op determinism on for the rest
+    of the process: TensorFlow exports no way to switch it off again.
+    """
     previous = keras.mixed_precision.global_policy()
-    was_deterministic = op_determinism_enabled()
     policy = precision_policy(cfg.mixed_precision)
     keras.mixed_precision.set_global_policy(policy)
     if cfg.deterministic:
@@ -169,20 +173,3 @@ def training_environment(cfg: TrainConfig) -> Iterator[str]:
         yield policy
     finally:
         keras.mixed_precision.set_global_policy(previous)
-        set_op_determinism(was_deterministic)
-
-
-def op_determinism_enabled() -> bool:
-    from tensorflow.python.framework import config as tf_framework_config
-
-    return bool(tf_framework_config.is_op_determinism_enabled())
-
-
-def set_op_determinism(enabled: bool) -> None:
-    # TF exports only the switch-on; the switch-off lives beside it, unexported.
-    from tensorflow.python.framework import config as tf_framework_config
-
-    if enabled:
-        tf.config.experimental.enable_op_determinism()
-    else:
-        tf_framework_config.disable_op_determinism()
