@@ -1,17 +1,18 @@
 """The pipelines ``bench_input.py`` compares tfpipe.data against.
 
 * ``naive_dataset``: the TFRecords read the simple way: one shard after the
-  other, serial ``map`` (parse one record, decode, augment), ``batch``, no
-  prefetch, no interleave.
+  other, serial ``map`` (parse one record, decode, augment with the same
+  ``Augmenter`` as ``load()``), ``batch``, no prefetch, no interleave.
 * ``onthefly_dataset``: no records at all: windows read straight from the
   TIFF with ``tfpipe.io.open_slide``, the RLE mask decoded per window,
   both resized with OpenCV and background skipped in a Python generator
   wrapped in ``tf.data.Dataset.from_generator`` (the usual notebook
   approach). It does no augmentation, which only flatters it.
 * ``torch_loader``: a PyTorch ``DataLoader`` with 2 worker processes reading
-  the same tiles saved as PNG files, with the same augmentation written with
-  the same OpenCV calls as tfpipe's OpenCV engine (transpose/flip, one
-  ``cv2.transform`` with the affine colour matrix of ``tfpipe.data.colour``).
+  the same tiles saved as PNG files, with the same augmentation written in
+  OpenCV (transpose/flip, one ``cv2.transform`` with the affine colour
+  matrix of ``tfpipe.data.colour``), the fastest way to write it per tile in
+  NumPy.
 """
 
 from __future__ import annotations
@@ -41,13 +42,11 @@ def naive_dataset(plan: Any, augment: AugmentConfig, batch_size: int) -> Any:
     records = tf.data.TFRecordDataset(list(plan.shards.paths), compression_type=compression)
     seeds = tf.data.Dataset.counter().map(lambda i: tf.stack([tf.constant(0, tf.int64), i]))
 
-    def one(record: Any, seed: Any) -> tuple[Any, Any, Any]:
+    def one(record: Any, seed: Any) -> tuple[Any, Any]:
         element = decode_element(tf.io.parse_single_example(record, spec), layout)
-        return element["image"], element["target"], aug.draw(seed)
+        return aug(element["image"], element["target"], seed)
 
-    # The same augmentation engine as load(): draws per tile, OpenCV per batch.
     ds = tf.data.Dataset.zip(records, seeds).map(one).batch(batch_size)
-    ds = ds.map(lambda images, masks, draws: aug.apply_batch(images, masks, draws))
     # Nothing here is AUTOTUNE, so only the rewrites need switching off.
     return ds.with_options(unoptimised())
 
@@ -173,7 +172,7 @@ def _single_threaded(_: int) -> None:
 
 
 def _dihedral(image: np.ndarray, mask: np.ndarray, rng: Any, cfg: AugmentConfig):
-    # OpenCV's SIMD flips and transpose, as tfpipe's OpenCV engine uses them. With flip
+    # OpenCV's SIMD flips and transpose. With flip
     # and rot90 on (kidney.yaml) this is a uniform draw of the 8 symmetries of the square.
     if cfg.rot90 and rng.random() < 0.5:
         image, mask = cv2.transpose(image), cv2.transpose(mask)

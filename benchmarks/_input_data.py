@@ -1,4 +1,4 @@
-"""Data and per-op costs of ``bench_input.py``."""
+"""Data and per-op costs of ``bench_input.py``: the demo tiles as PNG and as raw records."""
 
 from __future__ import annotations
 
@@ -29,13 +29,20 @@ OPS: dict[str, dict[str, Any]] = {
 
 @dataclass
 class BenchData:
-    """Everything the variants read, built once per work folder."""
+    """Everything the variants read, built once per work folder.
+
+    ``records`` holds PNG tiles (as ``build-records`` writes them with
+    ``data.encoding: png``); ``raw_records`` the same tiles, pixel for pixel,
+    re-encoded raw (``tfpipe.bench.reencode``), same folds and shards.
+    """
 
     records: Path
+    raw_records: Path
     slides: Path | None
     input_config: Any
     data_config: Any
     plan: Any
+    raw_plan: Any
     built_with: str
     png_pairs: list[tuple[Path, Path]] = field(default_factory=list)
     torch: bool = False
@@ -46,7 +53,15 @@ class BenchData:
             "records": self.plan.num_records,
             "tile": [layout.height, layout.width, layout.channels],
             "encoding": layout.encoding,
-            "record_kb": sum(self.plan.shards.sizes) / self.plan.num_records / 1024,
+            "record_kb": disk_kb_per_tile(self.plan),
+            "disk_kb_per_tile": {
+                "png": disk_kb_per_tile(self.plan),
+                "raw": disk_kb_per_tile(self.raw_plan),
+            },
+            "dataset_mb": {
+                "png": sum(self.plan.shards.sizes) / 2**20,
+                "raw": sum(self.raw_plan.shards.sizes) / 2**20,
+            },
             "shards": len(self.plan.shards.paths),
             "built_with": self.built_with,
             "batch_size": BATCH,
@@ -54,27 +69,37 @@ class BenchData:
         }
 
 
+def disk_kb_per_tile(plan: Any) -> float:
+    """Shard bytes on disk per record (tile + mask + metadata), KiB."""
+    return sum(plan.shards.sizes) / plan.num_records / 1024
+
+
 def prepare(work: Path, slides: int, size: int) -> BenchData:
-    """Demo slides -> records (cached in ``work``), PNG copies of the tiles for PyTorch."""
+    """Demo slides -> PNG records and their raw copy (cached in ``work``), PNG files for PyTorch."""
     from tfpipe.config import load_experiment
-    from tfpipe.data.pipeline import resolve_config
-    from tfpipe.data.plan import plan_input
+    from tfpipe.data.plan import plan_input, resolve_config
     from tfpipe.records.manifest import read_manifest
 
     exp = load_experiment(EXPERIMENT)
-    records, demo = work / "records", work / "demo"
+    records, raw, demo = work / "records", work / "records-raw", work / "demo"
     built_with = (work / "built_with.txt").read_text() if (work / "built_with.txt").exists() else ""
     if not (records / "manifest.json").is_file():
         built_with = _build(exp, demo, records, slides, size)
         (work / "built_with.txt").write_text(built_with)
+    if not (raw / "manifest.json").is_file():
+        from tfpipe.bench.reencode import reencode_subset
+
+        src = read_manifest(records)
+        reencode_subset(src, "raw", src.compression, raw, limit=src.num_records)
     cfg = resolve_config(exp.input, batch_size=BATCH)
-    plan = plan_input(read_manifest(records), None, cfg, True)
     data = BenchData(
         records,
+        raw,
         demo if demo.is_dir() else None,
         cfg,
         _data_config(exp, demo, records, slides),
-        plan,
+        plan_input(read_manifest(records), None, cfg, True),
+        plan_input(read_manifest(raw), None, cfg, True),
         built_with,
     )
     try:
@@ -88,8 +113,8 @@ def prepare(work: Path, slides: int, size: int) -> BenchData:
 
         folder = work / "png"
         pairs = sorted(folder.glob("*-image.png"))
-        if len(pairs) != plan.num_records:
-            data.png_pairs = export_pngs(plan.shards, folder)
+        if len(pairs) != data.plan.num_records:
+            data.png_pairs = export_pngs(data.plan.shards, folder)
         else:
             data.png_pairs = [(p, p.with_name(p.name.replace("image", "mask"))) for p in pairs]
     _check_colour_matrix()
@@ -108,12 +133,13 @@ def _build(exp: Any, demo: Path, records: Path, slides: int, size: int) -> str:
     make_demo_data(demo, n=slides, size=size, overwrite=True)
     build_records(_data_config(exp, demo, records, slides), overwrite=True)
     return (
-        f"build_records on make_demo_data(n={slides}, size={size}) with kidney.yaml's data section"
+        f"build_records on make_demo_data(n={slides}, size={size}) with kidney.yaml's data "
+        "section, data.encoding: png"
     )
 
 
 def _data_config(exp: Any, demo: Path, records: Path, slides: int) -> Any:
-    """kidney.yaml's ETL settings (1024 px tiles / 4 = 256 px) on the demo slides."""
+    """kidney.yaml's ETL settings (1024 px tiles / 4 = 256 px) on the demo slides, PNG tiles."""
     return exp.data.model_copy(
         update=dict(
             images=demo / "train",
@@ -121,6 +147,7 @@ def _data_config(exp: Any, demo: Path, records: Path, slides: int) -> Any:
             output=records,
             folds=min(exp.data.folds, slides),
             workers=2,
+            encoding="png",
         )
     )
 
@@ -136,7 +163,11 @@ def _check_colour_matrix() -> None:
 
 
 def op_cost_table(data: BenchData, images: int) -> dict:
-    """Microseconds per tile of each op alone (serial map, one thread), minus ``none``."""
+    """CPU and wall µs per tile of each op alone (serial map, one thread), and over ``none``.
+
+    Each op runs as ``load()`` runs it: ``Augmenter.__call__`` on one decoded
+    tile with its seed, TensorFlow ops.
+    """
     import tensorflow as tf
 
     import tfpipe.data as td
@@ -154,18 +185,11 @@ def op_cost_table(data: BenchData, images: int) -> dict:
     for name, settings in configs.items():
         cfg = settings if isinstance(settings, AugmentConfig) else _only(settings)
         aug = Augmenter(cfg, (layout.height, layout.width), size)
-        cpu, wall = _serial_cost(tiles, aug, images, batched=False)
-        cv_cpu, cv_wall = _serial_cost(tiles, aug, images, batched=bool(aug.ops))
-        out[name] = {
-            "cpu_us": cpu,
-            "wall_us": wall,
-            "opencv_cpu_us": cv_cpu,
-            "opencv_wall_us": cv_wall,
-        }
+        cpu, wall = _serial_cost(tiles, aug, images)
+        out[name] = {"cpu_us": cpu, "wall_us": wall}
     base = out["none"]
     for v in out.values():
         v["cpu_us_over_none"] = v["cpu_us"] - base["cpu_us"]
-        v["opencv_cpu_us_over_none"] = v["opencv_cpu_us"] - base["opencv_cpu_us"]
     return out
 
 
@@ -175,17 +199,12 @@ def _only(settings: dict) -> Any:
     return AugmentConfig(**{"flip": False, "rot90": False, **settings})
 
 
-def _serial_cost(tiles: Any, aug: Any, images: int, batched: bool) -> tuple[float, float]:
-    """CPU and wall µs per tile; ``batched``: the OpenCV engine (draw per tile, apply per batch)."""
+def _serial_cost(tiles: Any, aug: Any, images: int) -> tuple[float, float]:
+    """CPU and wall µs per tile of ``aug`` in a serial map on one thread."""
     import tensorflow as tf
 
     seeds = tf.data.Dataset.counter().map(lambda i: tf.stack([i, 3 * i + 1]))
-    pairs = tf.data.Dataset.zip(tiles, seeds)
-    if batched:
-        ds = pairs.map(lambda t, s: (t[0], t[1], aug.draw(s))).batch(BATCH)
-        ds = ds.map(aug.apply_batch)
-    else:
-        ds = pairs.map(lambda t, s: aug(t[0], t[1], s)).batch(BATCH)
+    ds = tf.data.Dataset.zip(tiles, seeds).map(lambda t, s: aug(t[0], t[1], s)).batch(BATCH)
     options = tf.data.Options()
     options.threading.private_threadpool_size = 1
     options.autotune.enabled = False

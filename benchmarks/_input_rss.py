@@ -65,7 +65,6 @@ def rss_over_epochs(
     epochs: int,
     processes: int = 3,
     env: dict[str, str] | None = None,
-    release_heap: bool = True,
 ) -> dict:
     """RSS and heap in use after every epoch, in ``processes`` fresh processes.
 
@@ -73,10 +72,9 @@ def rss_over_epochs(
     the first three (single readings swing as TensorFlow's allocator keeps or
     returns buffers); ``growth_pct`` is the median over the processes.
     ``env``: extra environment variables for the children (e.g.
-    ``MALLOC_ARENA_MAX``); ``release_heap``: the setting of ``input.release_heap``.
+    ``MALLOC_ARENA_MAX``).
     """
-    settings = input_config.model_copy(update={"release_heap": release_heap})
-    config = json.dumps(settings.model_dump(mode="json"))
+    config = json.dumps(input_config.model_dump(mode="json"))
     args = [sys.executable, str(Path(__file__)), str(records), str(epochs), config]
     runs = []
     for _ in range(processes):
@@ -88,7 +86,6 @@ def rss_over_epochs(
         "epochs": epochs,
         "processes": processes,
         "env": env or {},
-        "release_heap": release_heap,
         "runs": runs,
         "growth_pct": statistics.median(r["growth_pct"] for r in runs),
         "max_growth_pct": max(r["growth_pct"] for r in runs),

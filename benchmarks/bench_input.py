@@ -1,31 +1,29 @@
 """Input benchmark: tfpipe.data against the usual ways of feeding a Keras model.
 
 One run, one data set (demo slides cut into 256 x 256 RGB tiles + masks, PNG
-records built by ``build_records``), every variant measured in the same
-process in interleaved rounds (A B C … A B C …) so that load from other
-processes hits all of them alike; the figure is the median of the rounds.
-Each measurement starts a fresh iterator, discards ``WARMUP`` batches, then
-times a fixed number of batches. Variants:
+records built by ``build_records``, and the same tiles re-encoded raw), every
+variant measured in the same process in interleaved rounds (A B C … A B C …)
+so that load from other processes hits all of them alike; the figure is the
+median of the rounds. Each measurement starts a fresh iterator, discards
+``WARMUP`` batches, then times a fixed number of batches. Variants:
 
-* ``decode_only``: ``tfpipe.data.load`` with augmentation off: the ceiling.
-* ``full``: ``load`` with the augmentation of experiments/kidney.yaml.
-* ``full_geometric``: ``load`` with flips/rotations only (no colour jitter).
-* ``full_tf_engine``: ``full`` with ``augment.engine: tensorflow`` (TensorFlow
-  ops per tile instead of OpenCV per batch).
+* ``decode_only``: ``tfpipe.data.load`` on the PNG records with augmentation
+  off: the ceiling of decoding with ``tf.io.decode_png``.
+* ``full``: ``load`` on the PNG records with the augmentation of
+  experiments/kidney.yaml.
+* ``full_geometric``: ``full`` with flips/rotations only (no colour jitter).
+* ``decode_only_raw``, ``full_raw``: the same two on the raw records
+  (``data.encoding: raw``).
 * ``naive``: serial map, no prefetch, no interleave (``_input_baselines``).
 * ``onthefly``: tiles read from the TIFFs in a Python generator (no records).
 * ``torch``: PyTorch DataLoader, 2 workers, the same tiles as PNG files.
-* ``floor_null_kernel``, ``floor_copy_kernel``: ``full`` with the augmentation
-  kernel swapped for one that does no op (``_input_floors``): how close to
-  ``decode_only`` any per-batch augmentation can get on the machine.
 
 Also: time to first batch (``load()`` + first batch, first call in the
 process and a later one), RSS over epochs of the full pipeline in three fresh
-processes each (``_input_rss``: as ``load()`` gives it, which returns the freed
-heap to the OS as each epoch starts; with ``input.release_heap: false``; and
-that with ``MALLOC_ARENA_MAX=2``), and the
-CPU cost of every augmentation op (serial map, one thread, on decoded tiles).
-Results: ``benchmarks/results/input.json`` and ``input.md``
+processes each (``_input_rss``: as ``load()`` gives it, and with
+``MALLOC_ARENA_MAX=2``), disk bytes per tile of the PNG and raw records, and
+the CPU cost of every augmentation op (serial map, one thread, on decoded
+tiles). Results: ``benchmarks/results/input.json`` and ``input.md``
 (``input-quick.*`` with ``--quick``).
 
 Usage:
@@ -98,7 +96,6 @@ def main() -> None:
     import tensorflow as tf
 
     from benchmarks._input_data import op_cost_table, prepare
-    from benchmarks._input_floors import floor_summary
     from benchmarks._input_rss import rss_over_epochs
 
     data = prepare(args.work / ("quick" if args.quick else "full"), p.slides, p.size)
@@ -115,13 +112,11 @@ def main() -> None:
         "data": data.describe(),
         "throughput": throughput,
         "ratios": ratios(throughput),
-        "floors": floor_summary(throughput),
         "time_to_first_batch_s": ttfb,
         "rss": rss(),
-        # Without load()'s heap release, glibc's per-thread heap arenas keep what the
-        # tf.data threads free, and RSS drifts up; two arenas keep the drift small too.
-        "rss_heap_kept": rss(release_heap=False),
-        "rss_heap_kept_malloc_arena_max_2": rss(env={"MALLOC_ARENA_MAX": "2"}, release_heap=False),
+        # glibc keeps one heap arena per thread that allocates; what the tf.data threads
+        # free stays in them. Two arenas bound that, if the growth above is high.
+        "rss_malloc_arena_max_2": rss(env={"MALLOC_ARENA_MAX": "2"}),
         # CPU and wall µs per 256 x 256 tile of each augmentation op, alone.
         "augment_op_cost_us": op_cost_table(data, p.op_images),
     }
@@ -136,7 +131,6 @@ def make_variants(data: Any) -> dict[str, Callable[[], Iterator[Any]]]:
     """Each value starts a fresh, endless iterator of batches."""
     import tfpipe.data as td
     from benchmarks import _input_baselines as base
-    from benchmarks._input_floors import floor_variants
 
     cfg = data.input_config
     geometric = cfg.augment.model_copy(
@@ -144,21 +138,22 @@ def make_variants(data: Any) -> dict[str, Callable[[], Iterator[Any]]]:
     )
     off = augment_off(cfg.augment)
 
-    def tfpipe_iter(augment: Any) -> Callable[[], Iterator[Any]]:
-        return lambda: iter(td.load(data.records, config=cfg, augment=augment).repeat())
+    def tfpipe_iter(augment: Any, records: Path = data.records) -> Callable[[], Iterator[Any]]:
+        return lambda: iter(td.load(records, config=cfg, augment=augment, repeat=True))
 
     torch_loader = base.torch_loader(data.png_pairs, cfg.augment, BATCH) if data.torch else None
     variants = {
         "decode_only": tfpipe_iter(off),
         "full": tfpipe_iter(cfg.augment),
         "full_geometric": tfpipe_iter(geometric),
-        "full_tf_engine": tfpipe_iter(cfg.augment.model_copy(update=dict(engine="tensorflow"))),
+        "decode_only_raw": tfpipe_iter(off, data.raw_records),
+        "full_raw": tfpipe_iter(cfg.augment, data.raw_records),
         "naive": lambda: iter(base.naive_dataset(data.plan, cfg.augment, BATCH).repeat()),
         "onthefly": lambda: iter(base.onthefly_dataset(data.slides, data.data_config, BATCH)),
     }
     if torch_loader is not None:
         variants["torch"] = lambda: base.cycle(torch_loader)
-    return variants | floor_variants(data.records, cfg)
+    return variants
 
 
 def augment_off(augment: Any) -> Any:

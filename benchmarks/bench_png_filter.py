@@ -5,13 +5,15 @@ filter instead of libpng's default adaptive choice. This benchmark is the
 measurement behind that choice. The same pixels are encoded with each filter,
 then compared in one run:
 
-* codec: size, encode and decode CPU time per 256 x 256 tile (OpenCV, one
-  thread) on the demo's tiles and, when scikit-image is installed, on tiles of
-  its real photographs (an immunohistochemistry slide among them);
+* codec: size, encode and decode CPU time per 256 x 256 tile (OpenCV's
+  libpng, one thread) on the demo's tiles and, when scikit-image is
+  installed, on tiles of its real photographs (an immunohistochemistry slide
+  among them);
 * pipeline: ``tfpipe.data.load`` images/s over records that differ only in
-  the filter of their tile PNGs, with augmentation off (the decode-only
-  ceiling) and with kidney.yaml's augmentation, in interleaved rounds
-  (median of per-round ratios, warm-up batches excluded).
+  the filter of their tile PNGs (``load()`` decodes them with
+  ``tf.io.decode_png``), with augmentation off (the decode-only ceiling) and
+  with kidney.yaml's augmentation, in interleaved rounds (median of
+  per-round ratios, warm-up batches excluded).
 
 Results: ``benchmarks/results/png_filter.json`` and ``png_filter.md``.
 

@@ -6,7 +6,7 @@ import pytest
 from _bench_helpers import fake_report, measurement
 
 from tfpipe.bench import advice
-from tfpipe.bench.report import SweepResult
+from tfpipe.bench.report import AugmentPlacement, SweepResult
 
 
 def rules_fired(report, rule) -> list[str]:
@@ -206,3 +206,34 @@ def test_spread_from_an_epoch_start_inside_the_windows_is_explained():
     (msg,) = rules_fired(report, advice.rule_noise)
     assert "an epoch is only 12 batches" in msg and "busy" not in msg
     assert advice.epoch_batches({"records": 100}) is None
+
+
+@pytest.mark.parametrize(
+    ("in_model_rate", "expected"),
+    [
+        (
+            60.0,
+            "augmenting in the model trains 1.50× faster end to end: put "
+            "tfpipe.data.Augment in the model and switch input.augment off",
+        ),
+        (42.0, None),
+        (
+            20.0,
+            "keep augmentation in the pipeline: in the model (tfpipe.data.Augment) the "
+            "training step runs 2.00× slower end to end",
+        ),
+    ],
+)
+def test_augmentation_goes_where_training_is_faster_end_to_end(in_model_rate, expected):
+    report = fake_report(e2e_rate=40)
+    report.augment_in_model = AugmentPlacement(
+        ["flip"],
+        measurement("augment off", 500),
+        measurement("compute + Augment", 45),
+        measurement("end-to-end + Augment", in_model_rate),
+    )
+    assert rules_fired(report, advice.rule_augment_placement) == ([expected] if expected else [])
+
+
+def test_no_placement_advice_without_the_in_model_figures():
+    assert rules_fired(fake_report(e2e_rate=40), advice.rule_augment_placement) == []

@@ -64,12 +64,9 @@ def test_bench_on_tiny_records_writes_every_figure(tiny_experiment, tmp_path, ca
         "serial map",
         "no prefetch",
         "cache: memory",
-        "TF augmentation",  # load() augments with OpenCV here: the variant uses TF ops
         "per-record parse",
         "float32 on host",
     } <= set(names)
-    engine = next(m for m in report.ablation if m.name == "TF augmentation")
-    assert engine.extra["hint"] == "set input.augment.engine: tensorflow"
     assert report.ablation[0].median == report.stages[-1].median
     assert report.sweeps == []  # measured in test_bench_sweep.py
 
@@ -78,6 +75,10 @@ def test_bench_on_tiny_records_writes_every_figure(tiny_experiment, tmp_path, ca
     assert model.compute.images == [4, 4] and model.end_to_end.images == [4, 4]
     assert model.device.startswith("CPU") and model.compute_mixed is None
     assert model.stall_ms >= 0
+    placement = report.augment_in_model  # the default augmentation: flips and turns
+    assert placement.ops == ["flip+rot90"]
+    assert placement.pipeline.images == [4, 4] and placement.pipeline.median > 0
+    assert placement.compute.images == [4, 4] and placement.end_to_end.images == [4, 4]
     verdict = report.verdict
     assert verdict.bound in ("input-bound", "compute-bound")
     assert verdict.headroom == pytest.approx(report.stages[-1].median / model.compute.median)
@@ -89,6 +90,7 @@ def test_bench_on_tiny_records_writes_every_figure(tiny_experiment, tmp_path, ca
     assert (out / "stages.png").stat().st_size > 10_000
     printed = capsys.readouterr().out
     assert "## Stages" in printed and "## Verdict" in printed
+    assert "| in the model (tfpipe.data.Augment) |" in printed
     assert (out / "bench.md").read_text() in printed
 
 

@@ -76,3 +76,30 @@ def test_synthetic_batch_has_the_pipeline_dtypes():
     exp = load_experiment(None, ["model.task=classification", "model.classes=4"])
     x, y = synthetic_batch(exp, 2, (32, 32, 3))
     assert (y.dtype, y.shape) == (np.float32, (2, 4))
+
+
+def test_the_augmenting_step_moves_masks_with_their_images():
+    from types import SimpleNamespace
+
+    import keras
+
+    from tfpipe.bench.model_step import augmenting
+    from tfpipe.config import AugmentConfig
+
+    # The model predicts channel 0 of its input; each mask is channel 0 of its image.
+    inputs = keras.Input((8, 8, 3), dtype="uint8")
+    x = keras.layers.Lambda(lambda t: keras.ops.cast(t[..., :1], "float32"))(inputs)
+    outputs = keras.layers.Conv2D(1, 1, use_bias=False, kernel_initializer="ones")(x)
+    sp = SimpleNamespace(
+        cfg=SimpleNamespace(augment=AugmentConfig(flip=True, rot90=True), seed=1),
+        plan=SimpleNamespace(size=8, layout=SimpleNamespace(task="segmentation")),
+    )
+    model = augmenting(keras.Model(inputs, outputs), sp)
+    model.compile(keras.optimizers.SGD(0.0), "mse")
+    images = np.random.default_rng(0).integers(0, 2, (16, 8, 8, 3)).astype(np.uint8)
+    masks = images[..., :1].copy()
+    state = np.array(model.augment.seed_generator.state)
+
+    assert model.train_on_batch(images, masks) == 0.0  # every mask moved with its image
+    assert not np.array_equal(model.augment.seed_generator.state, state)  # the step drew
+    assert model.train_on_batch(images, np.roll(masks, 1, axis=1)) > 0  # the loss can tell

@@ -9,11 +9,11 @@ from _bench_helpers import fake_report, measurement
 from tfpipe.bench.advice import decide
 from tfpipe.bench.chart import write_chart
 from tfpipe.bench.harness import compare_reports
-from tfpipe.bench.report import BenchReport, SweepResult, stage_shares
+from tfpipe.bench.report import AugmentPlacement, BenchReport, SweepResult, stage_shares
 from tfpipe.errors import ConfigError
 
 
-def full_report(**kwargs) -> BenchReport:
+def full_report(in_model: bool = False, **kwargs) -> BenchReport:
     ablation = [
         measurement("full", 310),
         measurement("no prefetch", 200, optimisation="prefetch"),
@@ -25,12 +25,22 @@ def full_report(**kwargs) -> BenchReport:
             "input.batch_size", 16, [16, 32], [measurement("16", 300), measurement("32", 360)]
         )
     ]
+    if in_model:
+        # Pipeline 500 images/s without augmentation; 16 images per step: 400 ms compute
+        # with the Augment layer (model alone: 320 ms), 250 ms end to end (pipeline: 400 ms).
+        report.augment_in_model = AugmentPlacement(
+            ["flip+rot90", "hue"],
+            measurement("augment off", 500),
+            measurement("compute + Augment", 40),
+            measurement("end-to-end + Augment", 64),
+        )
     decide(report)
     return report
 
 
-def test_json_round_trip_keeps_every_figure(tmp_path):
-    report = full_report()
+@pytest.mark.parametrize("in_model", [False, True])
+def test_json_round_trip_keeps_every_figure(tmp_path, in_model):
+    report = full_report(in_model)
     path = report.save(tmp_path / "bench.json")
     back = BenchReport.load(path)
     assert back.to_json() == report.to_json()
@@ -101,3 +111,20 @@ def test_compare_names_a_missing_or_foreign_file(tmp_path):
     other.write_text('{"hello": 1}')
     with pytest.raises(ConfigError, match=r"other\.json is not a tfpipe bench\.json"):
         compare_reports(other, other)
+
+
+def test_augmentation_in_the_model_is_set_against_the_pipeline():
+    report = full_report(in_model=True)
+    text = report.markdown()
+    assert "## Augmentation: pipeline or model (flip+rot90, hue)" in text
+    assert "| in the pipeline (CPU, tf.data) | 310.0 | 320.0 | 400.0 | 40.0 |" in text
+    assert "| in the model (tfpipe.data.Augment) | 500.0 | 400.0 | 250.0 | 64.0 |" in text
+    assert "## Augmentation" not in full_report().markdown()
+    back = BenchReport.from_json(report.to_json())
+    assert back.augment_in_model.end_to_end.median == pytest.approx(64)
+
+
+def test_compare_shows_the_in_model_step_when_both_runs_have_it(tmp_path):
+    a = full_report(in_model=True).save(tmp_path / "a.json")
+    text = compare_reports(a, a)
+    assert "| model | end-to-end step, Augment in the model | ms | 250.0 | 250.0 | 1.00× |" in text

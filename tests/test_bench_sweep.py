@@ -99,9 +99,8 @@ def test_reencoding_keeps_layout_and_pixels(tmp_path):
 
 def test_sweep_measures_every_value_on_tiny_records(tmp_path):
     write_tiny_records(tmp_path / "rec", n=32, size=32)
-    exp = load_experiment(
-        None, [f"data.output={tmp_path / 'rec'}", "input.batch_size=4", "input.shuffle_buffer=8"]
-    )
+    settings = ["input.batch_size=4", "input.shuffle_buffer=8", "data.encoding=png"]
+    exp = load_experiment(None, [f"data.output={tmp_path / 'rec'}", *settings])  # PNG records
     plan = StagePlan.from_experiment(exp, read_manifest(tmp_path / "rec"))
     ticks = []
     result = measure_sweep(

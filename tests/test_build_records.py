@@ -188,7 +188,7 @@ def test_manifest_describes_the_build(built):
     manifest, slides = built
     m = read_manifest(manifest.root)
     assert (m.task, m.tile_height, m.tile_width, m.channels) == ("segmentation", 32, 32, 3)
-    assert (m.encoding, m.compression, m.num_folds, m.format_version) == ("png", "none", 2, 1)
+    assert (m.encoding, m.compression, m.num_folds, m.format_version) == ("raw", "none", 2, 1)
     assert m.tfpipe_version and m.created and m.class_names == []
     assert set(m.sources) == set(slides)
     assert m.num_records == m.stats["records"] == sum(s.kept for s in m.sources.values())

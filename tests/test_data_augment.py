@@ -7,7 +7,8 @@ import pytest
 import tensorflow as tf
 
 from tfpipe.config import AugmentConfig
-from tfpipe.data.augment import Augmenter, center_crop
+from tfpipe.data.augment import N_UNIFORMS, Augmenter, AugmentSpec, center_crop, tile_params
+from tfpipe.data.colour import TF_NUMPY
 
 SIZE = 32
 SEEDS = [tf.constant([s, 7 * s + 1], tf.int64) for s in range(12)]
@@ -84,6 +85,52 @@ def test_a_tile_draws_the_same_alone_or_in_a_batch(settings, tile, size):
         for key, value in aug.draw(seed).items():
             assert batched[key].shape == (len(SEEDS), *value.shape)
             np.testing.assert_array_equal(batched[key][i].numpy(), value.numpy())
+
+
+def test_quarter_turns_alone_are_drawn_equally_often():
+    aug = Augmenter(AugmentConfig(flip=False, rot90=True), (SIZE, SIZE), SIZE)
+    n = 4000
+    seeds = tf.stack([tf.fill([n], tf.constant(9, tf.int64)), tf.range(n, dtype=tf.int64)], 1)
+    codes = aug.draw(seeds)["flags"].numpy() @ np.array([4, 2, 1])
+    # rot90 k = 0, 1, 2, 3 as [transpose, reverse rows, reverse columns].
+    counts = np.bincount(codes, minlength=8)
+    assert set(np.flatnonzero(counts)) == {0b000, 0b110, 0b011, 0b101}
+    chi2 = ((counts[[0, 6, 3, 5]] - n / 4) ** 2 / (n / 4)).sum()
+    assert chi2 < 16.3  # chi-square, 3 degrees of freedom: exceeded with probability 0.001
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"crop_scale": (0.2, 1.0), "crop_ratio": (0.5, 2.0), **dict(brightness=0.1, hue=0.05)},
+        {"flip": True, "rot90": False, "saturation": 0.2},
+        {"flip": False, "rot90": True, "contrast": 0.2},
+    ],
+)
+def test_parameters_are_one_definition_in_every_namespace(settings):
+    import keras
+
+    spec = AugmentSpec.of(AugmentConfig(**settings), (48, 40), 32)
+    u = np.random.default_rng(1).random((64, N_UNIFORMS), np.float32)
+    expected = tile_params(spec, u, np)
+    for xp, draws in ((TF_NUMPY, tf.constant(u)), (keras.ops, keras.ops.convert_to_tensor(u))):
+        got = tile_params(spec, draws, xp)
+        assert set(got) == set(expected)
+        for key, value in expected.items():
+            np.testing.assert_allclose(np.asarray(got[key]), value, atol=1e-6)
+    if "box" in expected:
+        top, left, height, width = expected["box"].T
+        assert (top >= 0).all() and (top + height <= 48).all() and (left + width <= 40).all()
+        assert (height >= 1).all() and (width >= 1).all()
+        assert len(set(height)) > 10 if spec.crop == "resized" else set(height) == {32}
+
+
+def test_ops_are_named_and_an_output_larger_than_the_tile_is_refused():
+    cfg = AugmentConfig(crop_scale=(0.5, 1.0), brightness=0.1, noise_std=1.0)
+    assert Augmenter(cfg, (40, 40), 32).ops == ("crop", "flip+rot90", "brightness", "noise")
+    assert Augmenter(AugmentConfig(flip=False, rot90=False), (32, 32), 32).ops == ()
+    with pytest.raises(ValueError, match="output side must be <= the tile's; got 48 > 32x32"):
+        Augmenter(AugmentConfig(), (32, 32), 48)
 
 
 def test_random_resized_crop_keeps_mask_aligned_and_labels_intact():

@@ -1,4 +1,8 @@
-"""tf.data service on localhost: one dispatcher, two workers, a Keras model trained from them."""
+"""tf.data service on localhost: one dispatcher, two workers run the whole graph.
+
+Parsing, decoding and augmentation are TensorFlow ops, so the workers run all
+of ``load()``'s graph; the client only receives finished batches.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,6 @@ import pytest
 import tfpipe.data as td
 from tests._data_helpers import all_ids, write_records
 from tfpipe.data import service
-from tfpipe.data.exit import release_iterators
 
 
 @pytest.fixture(scope="module")
@@ -20,11 +23,24 @@ def cluster():
     workers = [service.start_worker(dispatcher.target, host="localhost") for _ in range(2)]
     yield dispatcher
     # A client iterator still streaming from the workers (Keras keeps fit's
-    # until it is collected) can keep a worker's stop() waiting: close them first.
+    # until it is collected) can keep a worker's stop() waiting: collect it first.
     gc.collect()
-    release_iterators()
     for server in [dispatcher, *workers]:
         server.stop()
+
+
+def _position_tile(fold: int, k: int, rng: np.random.Generator):
+    """Pixels encode (y, x, k); the mask is asymmetric, so every flip and turn shows."""
+    y, x = np.mgrid[0:16, 0:16]
+    image = np.stack([y * 8, x * 8, np.full_like(y, k)], -1).astype(np.uint8)
+    mask = ((y < 4) & (x < 8)).astype(np.uint8)
+    return image, mask
+
+
+def _symmetries(a: np.ndarray) -> list[np.ndarray]:
+    """The 8 flips and quarter turns of the square ``a`` (H, W, ...)."""
+    turns = [np.rot90(a, k) for k in range(4)]
+    return turns + [t[::-1] for t in turns]
 
 
 def test_an_epoch_through_two_workers_reads_every_record_once(cluster, tmp_path):
@@ -33,6 +49,33 @@ def test_an_epoch_through_two_workers_reads_every_record_once(cluster, tmp_path)
     ds = td.load(root, batch_size=4, with_ids=True, service=cluster.target)
     ids = [s.decode() for *_, batch in ds for s in batch.numpy()]
     assert sorted(ids) == sorted(all_ids(root))
+
+
+def test_training_batches_are_decoded_and_augmented_on_the_workers(cluster, tmp_path):
+    root = write_records(tmp_path / "rec", size=16, per_shard=8, tile_fn=_position_tile)
+    ds = td.load(
+        root,
+        batch_size=4,
+        with_ids=True,
+        service=cluster.target,
+        augment={"flip": True, "rot90": True},
+    )
+    seen, moved = [], 0
+    for images, masks, ids in ds:
+        assert images.shape == (4, 16, 16, 3) and masks.shape == (4, 16, 16, 1)
+        for image, mask, sid in zip(images.numpy(), masks.numpy(), ids.numpy(), strict=True):
+            seen.append(sid.decode())
+            k = int(sid.decode().split(":")[1])
+            want_image, want_mask = _position_tile(0, k, np.random.default_rng())
+            pair = np.concatenate([want_image, want_mask[..., None]], -1)
+            got = np.concatenate([image, mask], -1)
+            # Image and mask moved together, by one of the 8 symmetries of the square.
+            matches = [i for i, s in enumerate(_symmetries(pair)) if np.array_equal(s, got)]
+            assert matches, f"{sid!r} is not a flip or turn of its tile"
+            moved += matches[0] != 0
+    # How many times each record comes is the epoch test's business (above).
+    assert set(seen) == set(all_ids(root))
+    assert moved > len(seen) // 2  # 7 of 8 symmetries move the tile
 
 
 def test_keras_trains_from_the_service(cluster, tmp_path):

@@ -4,8 +4,9 @@ On an experiment's records the bench times every cumulative stage of the
 ``tfpipe.data.load`` pipeline (read → parse → decode → augment → batch →
 prefetch), an ablation with one optimisation off at a time, optional sweeps of
 input settings or record encodings, and the model's training step with and
-without input; then it says whether training is input- or compute-bound, by
-how much, and what to change.
+without input, with augmentation in the pipeline (CPU) and moved into the
+model (``tfpipe.data.Augment``); then it says whether training is input- or
+compute-bound, by how much, and what to change.
 
 Example:
     >>> from tfpipe.config import load_experiment

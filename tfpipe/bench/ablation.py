@@ -9,9 +9,6 @@ serial interleave         ``input.cycle_length: 1`` (one shard read at a time)
 serial map                ``input.parallel_calls: 1`` (parse, decode, augment)
 no prefetch               ``input.prefetch: 0``
 cache: memory / no cache  the opposite of the experiment's ``input.cache``
-TF augmentation           ``input.augment.engine: tensorflow`` (TensorFlow ops per
-                          tile instead of OpenCV per batch; only when load()
-                          uses OpenCV)
 per-record parse          ``parse_single_example`` per record instead of
                           ``parse_example`` on batches (no setting: composed
                           from tfpipe.data's functions, same tail as load())
@@ -29,7 +26,7 @@ or the epoch is longer than :data:`MAX_CACHE_WARMUP` batches.
 Example:
     >>> [v.name for v in variants(plan)]           # doctest: +SKIP
     ['full', 'serial interleave', 'serial map', 'no prefetch', 'cache: memory',
-     'TF augmentation', 'per-record parse', 'float32 on host', 'naive']
+     'per-record parse', 'float32 on host', 'naive']
 """
 
 from __future__ import annotations
@@ -54,9 +51,6 @@ def variants(sp: StagePlan) -> list[Stage]:
     cache = cache_variant(sp)
     if cache is not None:
         out.append(cache)
-    engine = engine_variant(sp)
-    if engine is not None:
-        out.append(engine)
     out += [
         Stage(
             "per-record parse",
@@ -95,26 +89,6 @@ def switch_off(sp: StagePlan, name: str, what: str, key: str, value: Any) -> Sta
         sp.output_bytes,
         f"input.{key}: {value}",
         extra={"optimisation": what, "hint": f"set input.{key}: {value}"},
-    )
-
-
-def engine_variant(sp: StagePlan) -> Stage | None:
-    """Augmentation by TensorFlow ops per tile, when load() uses OpenCV on batches."""
-    from tfpipe.data.finish import Finisher
-
-    if not Finisher(sp.plan, sp.cfg, training=True).batched:
-        return None
-    augment = sp.cfg.augment.model_dump() | {"engine": "tensorflow"}
-    return Stage(
-        "TF augmentation",
-        lambda: sp.pipeline(augment=augment),
-        True,
-        sp.output_bytes,
-        "input.augment.engine: tensorflow",
-        extra={
-            "optimisation": "OpenCV augmentation",
-            "hint": "set input.augment.engine: tensorflow",
-        },
     )
 
 

@@ -33,6 +33,8 @@ NOISY_SPREAD = 1.3
 CACHE_RAM_FRACTION = 0.5
 """A cache fits when it needs at most this fraction of the available RAM."""
 FEW_CORES = 4
+PLACEMENT_GAIN = 1.1
+"""Augmenting in the model or in the pipeline is advised when it trains this much faster."""
 
 Rule = Callable[[BenchReport], list[Advice]]
 
@@ -73,7 +75,7 @@ def rule_bound(r: BenchReport) -> list[Advice]:
 
 STAGE_FIXES = {
     "augment": "drop the costliest jitter (hue, saturation, noise) or move augmentation into "
-    "the model so it runs on the accelerator",
+    "the model (tfpipe.data.Augment) so it runs on the accelerator",
     "read": "storage is the limit: copy the records to a local SSD, compress less, or turn "
     "input.cache on",
     "parse": "parse is the limit: keep the vectorised (batched) parse and fewer, larger "
@@ -247,6 +249,27 @@ def rule_noise(r: BenchReport) -> list[Advice]:
     return [Advice("noise", msg)]
 
 
+def rule_augment_placement(r: BenchReport) -> list[Advice]:
+    """Augmentation in the model step or in the pipeline: whichever trains faster end to end."""
+    a, t = r.augment_in_model, r.model
+    if a is None or t is None or a.end_to_end is None or t.end_to_end is None:
+        return []
+    gain = ratio(a.end_to_end.median, t.end_to_end.median)
+    if gain >= PLACEMENT_GAIN:
+        msg = (
+            f"augmenting in the model trains {gain:.2f}× faster end to end: put "
+            "tfpipe.data.Augment in the model and switch input.augment off"
+        )
+        return [Advice("augment:model", msg)]
+    if gain <= 1 / PLACEMENT_GAIN:
+        msg = (
+            f"keep augmentation in the pipeline: in the model (tfpipe.data.Augment) the "
+            f"training step runs {1 / gain:.2f}× slower end to end"
+        )
+        return [Advice("augment:pipeline", msg)]
+    return []
+
+
 def epoch_batches(settings: dict) -> int | None:
     """Training batches per epoch from the report's settings, when they say."""
     records, batch = settings.get("records"), settings.get("batch_size")
@@ -268,6 +291,7 @@ RULES: list[Rule] = [
     rule_shards,
     rule_ablation,
     rule_cache,
+    rule_augment_placement,
     rule_mixed_precision,
     rule_sweeps,
     rule_cores,

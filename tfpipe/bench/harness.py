@@ -7,6 +7,9 @@
 2. the ablation, one optimisation off at a time (:mod:`tfpipe.bench.ablation`);
 3. the sweeps (``--sweep KEY=V1,V2``, :mod:`tfpipe.bench.sweep`);
 4. the model step, compute only and fed by the pipeline (:mod:`tfpipe.bench.model_step`);
+5. with augmentation on, the same step with the augmentation moved into the model
+   (the ``tfpipe.data.Augment`` layer on the batch) and fed by the pipeline with
+   augmentation off, which then only decodes;
 
 then decides the verdict and advice (:mod:`tfpipe.bench.advice`), prints the
 Markdown tables, and writes ``bench.json``, ``bench.md`` and ``stages.png``
@@ -108,13 +111,16 @@ def measure_everything(
     cfg: BenchConfig,
     progress: bool,
 ) -> None:
-    """Fill ``report`` with the stage, ablation, sweep and model measurements."""
+    """Fill ``report`` with the stage, ablation, sweep, model and in-model augmentation figures."""
     from tfpipe.bench import ablation, model_step
     from tfpipe.bench.measure import measure_stage
+    from tfpipe.bench.stages import augmenter
 
     variants = ablation.variants(plan)[1:] if cfg.ablation else []
-    windows = cfg.repeats * (len(plan.stages) + len(variants) + sum(len(s.values) for s in specs))
-    steps = cfg.model_steps * (2 if model_step.has_gpu() else 1) + cfg.fit_steps
+    in_model = cfg.model_steps > 0 and bool(augmenter(plan).ops)
+    pipelines = len(plan.stages) + len(variants) + sum(len(s.values) for s in specs) + in_model
+    windows = cfg.repeats * pipelines
+    steps = (cfg.model_steps * (2 if model_step.has_gpu() else 1) + cfg.fit_steps) * (1 + in_model)
     timing = {"batches": cfg.batches, "repeats": cfg.repeats, "warmup": cfg.warmup}
     with BenchProgress(windows + (steps if cfg.model_steps else 0), enabled=progress) as bar:
         report.stages = [bar.run(s.name, measure_stage, s, **timing) for s in plan.stages]
@@ -140,6 +146,19 @@ def measure_everything(
                 warmup=cfg.model_warmup,
                 fit_steps=cfg.fit_steps,
                 steps_per_epoch=plan.plan.num_records // plan.cfg.batch_size,
+            )
+        if in_model:
+            decode_only = bar.run("augment off", measure_stage, plan.unaugmented(), **timing)
+            feed = iter(plan.unaugmented().build().repeat()) if cfg.fit_steps else None
+            report.augment_in_model = bar.run(
+                "model step + Augment",
+                model_step.measure_augment_in_model,
+                plan,
+                feed,
+                decode_only,
+                steps=cfg.model_steps,
+                warmup=cfg.model_warmup,
+                fit_steps=cfg.fit_steps,
             )
 
 

@@ -12,6 +12,10 @@ host-side numbers, so every step is timed to completion.
 * **end-to-end**: the same model trained on batches pulled from the real
   pipeline (``tfpipe.data.load``); end-to-end − compute is the stall per step,
   the time the model waits for input.
+* **augmentation in the model** (:func:`measure_augment_in_model`): both
+  again with the experiment's augmentation moved into the training step
+  (:class:`tfpipe.data.Augment` on the batch and its masks), fed by the
+  pipeline with augmentation off.
 
 Example:
     >>> timing = measure_model(exp, iter(load(...)), (256, 256, 3))  # doctest: +SKIP
@@ -24,14 +28,17 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import Any
+from contextlib import contextmanager, nullcontext
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tfpipe.bench.measure import Measurement
-from tfpipe.bench.report import ModelTiming
+from tfpipe.bench.report import AugmentPlacement, ModelTiming
 from tfpipe.config import Experiment
+
+if TYPE_CHECKING:
+    from tfpipe.bench.stages import StagePlan
 
 
 def measure_model(
@@ -94,16 +101,95 @@ def measure_model(
     )
 
 
-def compiled_model(exp: Experiment, input_shape: tuple[int, int, int], steps_per_epoch: int) -> Any:
+def measure_augment_in_model(
+    sp: StagePlan,
+    batches: Iterator[Any] | None,
+    pipeline: Measurement,
+    *,
+    steps: int = 3,
+    warmup: int = 1,
+    fit_steps: int | None = None,
+    tick: Callable[[], None] | None = None,
+) -> AugmentPlacement:
+    """Time the training step with the experiment's augmentation inside it.
+
+    Args:
+        sp: The plan (experiment, input settings, output shape).
+        batches: Iterator over the pipeline's batches with augmentation off, or
+            None to skip the end-to-end measurement.
+        pipeline: That pipeline's measured throughput (reported alongside).
+        steps, warmup, fit_steps, tick: As :func:`measure_model`.
+
+    Returns:
+        The :class:`AugmentPlacement`; precision as :func:`measure_model`'s end-to-end step.
+    """
+    from tfpipe.bench.stages import augmenter
+
+    exp, shape = sp.exp, sp.input_shape
+    mixed = exp.train.mixed_precision == "on" or (exp.train.mixed_precision == "auto" and has_gpu())
+    x, y = synthetic_batch(exp, sp.cfg.batch_size, shape)
+    timed = {"steps": steps, "warmup": warmup, "tick": tick}
+    with dtype_policy("mixed_float16") if mixed else nullcontext():
+        model = compiled_model(exp, shape, sp.plan.num_records // sp.cfg.batch_size, sp)
+        compute = time_steps(model, x, y, "compute + Augment", **timed)
+        end_to_end = None
+        if batches is not None:
+            # Traced and warm by now, as in measure_model.
+            e2e = {**timed, "steps": fit_steps or steps, "warmup": 0}
+            end_to_end = time_train_loop(model, batches, "end-to-end + Augment", **e2e)
+    return AugmentPlacement(list(augmenter(sp).ops), pipeline, compute, end_to_end)
+
+
+def augmenting(model: Any, sp: StagePlan) -> Any:
+    """``model`` whose training step first augments the batch with ``tfpipe.data.Augment``.
+
+    Segmentation masks move with their images, so the layer runs in the
+    training step on ``(images, masks)`` rather than as the model's first layer.
+    """
+    import keras
+
+    from tfpipe.data import Augment
+
+    layer = Augment(sp.cfg.augment, size=sp.plan.size, seed=sp.cfg.seed)
+    pairs = sp.plan.layout.task == "segmentation"
+
+    class Augmenting(keras.Model):
+        def __init__(self) -> None:
+            super().__init__(name=f"{model.name}_augmenting")
+            self.inner, self.augment = model, layer
+
+        def call(self, inputs: Any, training: bool = False) -> Any:
+            return self.inner(inputs, training=training)
+
+        def train_step(self, data: Any) -> Any:
+            x, y, weights = keras.utils.unpack_x_y_sample_weight(data)
+            if pairs:
+                x, y = self.augment((x, y), training=True)
+            else:
+                x = self.augment(x, training=True)
+            return super().train_step((x, y, weights))
+
+    return Augmenting()
+
+
+def compiled_model(
+    exp: Experiment,
+    input_shape: tuple[int, int, int],
+    steps_per_epoch: int,
+    augment: StagePlan | None = None,
+) -> Any:
     """``build_model`` compiled as ``tfpipe train`` compiles it: the experiment's loss and
     optimizer (schedule, Lookahead); under the active Keras dtype policy, so Keras adds the
     loss scaling itself under ``mixed_float16``. Training metrics are left out (they cost a
-    reduction per step, not a second forward pass)."""
+    reduction per step, not a second forward pass). With ``augment`` (the plan), the
+    step augments the batch first (:func:`augmenting`)."""
     os.environ.setdefault("SM_FRAMEWORK", "tf.keras")
     from tfpipe.models import build_model, get_loss
     from tfpipe.train.optim import build_optimizer, make_optimizer
 
     model = build_model(exp.model, input_shape)
+    if augment is not None:
+        model = augmenting(model, augment)
     optimizer = make_optimizer(exp.train, max(1, steps_per_epoch))
     model.compile(optimizer=optimizer, loss=get_loss(exp.train.loss))
     build_optimizer(model)  # one trace of the step instead of two

@@ -1,7 +1,8 @@
 """What ``tfpipe bench-input`` found: the report dataclasses, bench.json and the Markdown tables.
 
 A :class:`BenchReport` holds every figure (stage, ablation and sweep
-measurements, model step times, the verdict) plus the machine it ran on, and
+measurements, model step times, augmentation in the pipeline against in the
+model, the verdict) plus the machine it ran on, and
 round-trips through ``bench.json`` so that ``--compare`` can put two runs side
 by side.
 
@@ -79,6 +80,38 @@ class ModelTiming:
 
 
 @dataclass
+class AugmentPlacement:
+    """Augmentation in the model step (``tfpipe.data.Augment``) instead of the tf.data pipeline.
+
+    The other side, augmentation on the CPU in the pipeline, is the report's
+    pipeline figure and model timing.
+    """
+
+    ops: list[str]
+    pipeline: Measurement
+    """``load()``'s pipeline with augmentation off: it only decodes."""
+    compute: Measurement
+    """Training step with the ``Augment`` layer applied to the batch, no input."""
+    end_to_end: Measurement | None = None
+    """That step fed by the decode-only pipeline."""
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"ops": self.ops}
+        for key in ("pipeline", "compute", "end_to_end"):
+            m = getattr(self, key)
+            d[key] = m.to_json() if m is not None else None
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> AugmentPlacement:
+        ms = {
+            k: Measurement.from_json(d[k]) if d.get(k) else None
+            for k in ("pipeline", "compute", "end_to_end")
+        }
+        return cls(ops=list(d.get("ops", [])), **ms)
+
+
+@dataclass
 class SweepResult:
     """One ``--sweep KEY=V1,V2`` run: the full pipeline measured for each value."""
 
@@ -145,6 +178,7 @@ class BenchReport:
     ablation: list[Measurement] = field(default_factory=list)
     model: ModelTiming | None = None
     sweeps: list[SweepResult] = field(default_factory=list)
+    augment_in_model: AugmentPlacement | None = None
     verdict: Verdict | None = None
     wall_seconds: float = 0.0
 
@@ -167,6 +201,7 @@ class BenchReport:
             "ablation": [m.to_json() for m in self.ablation],
             "model": self.model.to_json() if self.model else None,
             "sweeps": [s.to_json() for s in self.sweeps],
+            "augment_in_model": self.augment_in_model.to_json() if self.augment_in_model else None,
             "verdict": asdict(self.verdict) if self.verdict else None,
         }
 
@@ -186,6 +221,11 @@ class BenchReport:
             ablation=[Measurement.from_json(m) for m in d.get("ablation", [])],
             model=ModelTiming.from_json(d["model"]) if d.get("model") else None,
             sweeps=[SweepResult.from_json(s) for s in d.get("sweeps", [])],
+            augment_in_model=(
+                AugmentPlacement.from_json(d["augment_in_model"])
+                if d.get("augment_in_model")
+                else None
+            ),
             verdict=verdict,
             wall_seconds=d.get("wall_seconds", 0.0),
         )
@@ -208,7 +248,7 @@ class BenchReport:
             raise ConfigError(f"{path} is not a tfpipe bench.json: {err}") from None
 
     def markdown(self) -> str:
-        """All tables as Markdown (stages, ablation, sweeps, model, verdict)."""
+        """All tables as Markdown (stages, ablation, sweeps, model, augmentation, verdict)."""
         from tfpipe.bench.tables import report_markdown
 
         return report_markdown(self)

@@ -2,22 +2,21 @@
 
 ``tfpipe.data.load`` runs, for training::
 
-    read_shards ─▶ shuffle ─▶ batch ─▶ parse_batch (+ decode_batch: PNG)
-      ─▶ [unbatch ─▶ map(decode_element: JPEG, raw; TensorFlow augmentation) ─▶ batch]
-      ─▶ Finisher.batch (OpenCV augmentation) ─▶ prefetch
+    read_shards ─▶ shuffle_blocks ─▶ batch (+ seeds) ─▶ parse_batch ─▶ unbatch
+      ─▶ map(decode_element, Finisher: augmentation; parallel) ─▶ batch ─▶ prefetch
 
 The bench times the prefix of that chain after each step:
 
 ======== ===================================================================
-read     ``read_shards`` (shard shuffle, parallel interleave) + record shuffle
+read     ``read_shards`` (shard shuffle, parallel interleave) + ``shuffle_blocks``
 parse    + the vectorised parse (``parse_batch`` on batches, then unbatch)
-decode   + ``decode_batch`` in the parse map (PNG), or ``decode_element`` in a parallel map
-augment  + the experiment's augmentation as load does it (per batch with OpenCV, or per tile)
+decode   + ``decode_element`` in a parallel map (``tf.io.decode_png``/``jpeg``/``raw``)
+augment  + the experiment's augmentation in that same map (``Finisher``), as load does it
 batch    ``tfpipe.data.pipeline.build_dataset`` with prefetch off
 prefetch ``build_dataset`` as ``load()`` returns it — the pipeline figure
 ======== ===================================================================
 
-The first four are composed here from the public functions of ``tfpipe.data``
+The first four are composed here from the functions ``load()`` is built of
 (:func:`compose`); the last two *are* ``load()``'s pipeline. Elements before
 the batch stage are grouped into plain batches of the same size for timing
 only, so Python's per-element iteration (tens of µs) does not swamp the fast
@@ -117,6 +116,19 @@ class StagePlan:
         sp = self.with_input(**changes) if changes else self
         return build_dataset(sp.plan, sp.cfg, training=True)
 
+    def unaugmented(self) -> Stage:
+        """``load()``'s pipeline with augmentation off: all it does when the model augments."""
+        from tfpipe.config import AugmentConfig
+
+        off = AugmentConfig(flip=False, rot90=False).model_dump()
+        return Stage(
+            "augment off",
+            lambda: self.pipeline(augment=off),
+            True,
+            self.output_bytes,
+            "load() with input.augment all off: decode only",
+        )
+
     def settings(self) -> dict[str, Any]:
         """The figures the report and the advice rules need."""
         cfg, shards = self.cfg, self.plan.shards
@@ -163,76 +175,43 @@ def compose(sp: StagePlan, until: str, *, parallel: bool = True, vectorised: boo
         vectorised: ``parse_batch`` on batches, or ``parse_single_example`` per record.
 
     Returns:
-        An unbatched dataset (serialized records, feature dicts, decoded
-        dicts, or ``(image, target)`` pairs).
+        An unbatched dataset: serialized records, then ``(features, seed)``,
+        ``(decoded dict, seed)``, or ``(image, target)`` pairs.
     """
     import tensorflow as tf
 
-    from tfpipe.data.decode import parse_spec, parse_steps
+    from tfpipe.data.decode import decode_element, parse_batch, parse_spec
+    from tfpipe.data.finish import Finisher
+    from tfpipe.data.pipeline import shuffle_blocks
+    from tfpipe.data.seeds import with_seeds
     from tfpipe.data.shards import read_shards
 
     cfg, layout = sp.cfg, sp.plan.layout
     calls = (cfg.parallel_calls or tf.data.AUTOTUNE) if parallel else None
     # tf.data warns when `deterministic` is given to a serial map.
     order = {"num_parallel_calls": calls, "deterministic": cfg.deterministic} if parallel else {}
-    ds = read_shards(sp.plan.shards, cfg, training=True)
+    key = tf.constant(cfg.seed, tf.int64)  # one epoch's key: its value does not change the cost
+    ds = read_shards(sp.plan.shards, cfg, True, key)
     if cfg.shuffle_buffer > 0:
-        ds = ds.shuffle(cfg.shuffle_buffer, seed=cfg.seed)
+        ds = shuffle_blocks(ds, cfg.shuffle_buffer, key)
     if until == "read":
         return ds
     b = cfg.batch_size
-    if not vectorised:
+    # Seeds come a batch at a time, as load() pairs them with the serialized records.
+    ds = with_seeds(ds.batch(b, drop_remainder=True), key, b, training=True)
+    if vectorised:
+        # As in load(): one parse_example per batch, in a serial map.
+        ds = ds.map(lambda s, seeds: (parse_batch(s, layout), seeds)).unbatch()
+    else:
         spec = parse_spec(layout)
-        ds = ds.map(lambda s: tf.io.parse_single_example(s, spec), **order)
-        if until == "parse":
-            return ds
-        ds = ds.map(parse_steps(layout, "tensorflow")[1], **order)
-        if until == "decode":
-            return ds
-        return _augmented(sp, ds.batch(b, drop_remainder=True), None, None, order)
-    # PNG tiles are decoded in the parse step's batched map, as load() does.
-    engine = "numpy" if until != "parse" and _batch_decode(sp) else "tensorflow"
-    step, decode = parse_steps(layout, engine)
-    if until in ("parse", "decode"):
-        ds = ds.batch(b).map(step, **order).unbatch()
-        return ds if until == "parse" or decode is None else ds.map(decode, **order)
-    return _augmented(sp, ds.batch(b, drop_remainder=True), step, decode, order)
-
-
-def _augmented(sp: StagePlan, batches: Any, step: Any, tile_decode: Any, order: dict) -> Any:
-    """Batches to augmented tiles, batch by batch as ``load()`` goes (then unbatched).
-
-    ``step`` is the batched parse (and decode) still to run (None: the batches
-    are decoded already); ``tile_decode`` the per-tile decoding (None: none).
-    """
-
-    from tfpipe.data.finish import Finisher
-    from tfpipe.data.seeds import with_seeds
-
-    cfg = sp.cfg
+        ds = ds.unbatch().map(lambda s, seed: (tf.io.parse_single_example(s, spec), seed), **order)
+    if until == "parse":
+        return ds
+    if until == "decode":
+        return ds.map(lambda f, seed: (decode_element(f, layout), seed), **order)
+    # As in load(): decode and augmentation in one map, tile by tile.
     finish = Finisher(sp.plan, cfg, training=True)
-    b = cfg.batch_size
-    # [seed, position] per tile, as load() derives them (the values do not change the cost).
-    ds = with_seeds(batches, cfg.seed, b, training=True)
-
-    def identity(f: Any) -> Any:
-        return f
-
-    parse = step or identity
-    if tile_decode is not None or finish.per_element:
-        decode = tile_decode or identity
-        per_tile = finish.element if finish.per_element else (lambda e, s: (e, s))
-        ds = ds.map(lambda r, s: (parse(r), s), **order).unbatch()
-        ds = ds.map(lambda f, s: per_tile(decode(f), s), **order).batch(b)
-        parse = identity
-    # As in load(): the rest of a batch's work runs in one map.
-    return ds.map(lambda r, s: finish.batch(parse(r), s)[:2], **order).unbatch()
-
-
-def _batch_decode(sp: StagePlan) -> bool:
-    from tfpipe.data.plan import decode_engine
-
-    return decode_engine(sp.cfg, sp.plan.layout, training=True) == "numpy"
+    return ds.map(lambda f, seed: finish(decode_element(f, layout), seed), **order)
 
 
 def cumulative_stages(sp: StagePlan) -> list[Stage]:
@@ -256,8 +235,7 @@ def cumulative_stages(sp: StagePlan) -> list[Stage]:
             prefix("decode"),
             True,
             sp.tile_bytes,
-            f"{sp.plan.layout.encoding} decode, "
-            + ("batched in the parse map" if _batch_decode(sp) else "parallel map"),
+            f"{sp.plan.layout.encoding} decode, parallel map",
         ),
         Stage(
             "augment",

@@ -121,6 +121,36 @@ def model_table(report: BenchReport) -> str:
     return markdown_table(header, rows)
 
 
+def augment_table(report: BenchReport) -> str:
+    """Augmentation on the CPU in the pipeline against the ``Augment`` layer in the model step."""
+    from tfpipe.bench.report import step_ms
+
+    a, t = report.augment_in_model, report.model
+    assert a is not None and t is not None
+    b = t.batch_size
+    rows = []
+    for label, pipeline, compute, end_to_end in (
+        ("in the pipeline (CPU, tf.data)", report.pipeline.median, t.step_ms, t.end_to_end_ms),
+        (
+            "in the model (tfpipe.data.Augment)",
+            a.pipeline.median,
+            step_ms(a.compute, b),
+            step_ms(a.end_to_end, b),
+        ),
+    ):
+        rows.append(
+            [label, fmt(pipeline), fmt(compute), fmt(end_to_end), fmt(ratio(1000 * b, end_to_end))]
+        )
+    header = [
+        "augmentation",
+        "pipeline images/s",
+        "compute ms/step",
+        "end-to-end ms/step",
+        "end-to-end images/s",
+    ]
+    return markdown_table(header, rows)
+
+
 def verdict_text(report: BenchReport) -> str:
     v = report.verdict
     if v is None:
@@ -161,6 +191,13 @@ def report_markdown(report: BenchReport) -> str:
             "",
             model_table(report),
         ]
+    if report.augment_in_model is not None and report.model is not None:
+        parts += [
+            "",
+            f"## Augmentation: pipeline or model ({', '.join(report.augment_in_model.ops)})",
+            "",
+            augment_table(report),
+        ]
     if report.verdict is not None:
         parts += ["", "## Verdict", "", verdict_text(report)]
     parts += ["", f"Wall time: {report.wall_seconds:.0f} s."]
@@ -169,6 +206,8 @@ def report_markdown(report: BenchReport) -> str:
 
 def compare_markdown(a: BenchReport, b: BenchReport, label_a: str, label_b: str) -> str:
     """Two reports side by side: every shared figure of A and B, and B ÷ A."""
+    from tfpipe.bench.report import step_ms
+
     rows: list[list[str]] = []
 
     def add(section: str, name: str, va: float, vb: float, unit: str) -> None:
@@ -186,6 +225,9 @@ def compare_markdown(a: BenchReport, b: BenchReport, label_a: str, label_b: str)
         add("model", "compute step", a.model.step_ms, b.model.step_ms, "ms")
         add("model", "end-to-end step", a.model.end_to_end_ms, b.model.end_to_end_ms, "ms")
         add("model", "stall per step", a.model.stall_ms, b.model.stall_ms, "ms")
+    if a.augment_in_model and b.augment_in_model and a.model and b.model:
+        ea, eb = (step_ms(r.augment_in_model.end_to_end, r.model.batch_size) for r in (a, b))
+        add("model", "end-to-end step, Augment in the model", ea, eb, "ms")
     if a.verdict and b.verdict:
         add("verdict", "headroom", a.verdict.headroom, b.verdict.headroom, "×")
     header = ["section", "figure", "unit", f"A: {label_a}", f"B: {label_b}", "B ÷ A"]

@@ -181,10 +181,13 @@ def _run_bench_input(args: argparse.Namespace) -> int:
     if args.compare:
         harness.compare_reports(*args.compare, out=args.out)
         return 0
+    from tfpipe.cli.input_errors import damaged_records_as_errors
+
     exp = load_args(args)
-    harness.bench_input(
-        exp, sweeps=args.sweep, out_dir=args.out, batches=args.batches, repeats=args.repeats
-    )
+    with damaged_records_as_errors(exp.data.output):
+        harness.bench_input(
+            exp, sweeps=args.sweep, out_dir=args.out, batches=args.batches, repeats=args.repeats
+        )
     return 0
 
 

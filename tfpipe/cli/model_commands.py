@@ -32,10 +32,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    from tfpipe.cli.input_errors import damaged_records_as_errors
     from tfpipe.train.trainer import train_experiment
 
     exp = load_args(args)
-    train_experiment(exp, folds=args.fold, resume=args.resume, name=args.name)
+    with damaged_records_as_errors(exp.data.output):
+        train_experiment(exp, folds=args.fold, resume=args.resume, name=args.name)
     return 0
 
 

@@ -41,6 +41,7 @@ Modules: ``pipeline`` (``load``, ``split_folds``), ``shards`` (reading),
 """
 
 from tfpipe.config import AugmentConfig, InputConfig
+from tfpipe.data.augment_layer import Augment
 from tfpipe.data.pipeline import load, split_folds
 from tfpipe.data.preprocessing import Normalize
 from tfpipe.data.tta import (
@@ -56,6 +57,7 @@ from tfpipe.data.tta import (
 
 __all__ = [
     "TTA_NAMES",
+    "Augment",
     "AugmentConfig",
     "InputConfig",
     "Normalize",

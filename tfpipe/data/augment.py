@@ -1,17 +1,28 @@
-"""Training augmentation: stateless, seeded, image and mask transformed together.
+"""Training augmentation: one definition, seeded, image and mask transformed together.
 
-Every random draw is a hash of a per-tile seed (:func:`tfpipe.data.seeds.uniform`),
-which the pipeline derives from (config seed, epoch, position in the epoch,
-record id). The same seed gives the same augmentation on every machine and
-every run, alone or in a batch; a new epoch gives new draws. Nothing here
-touches TensorFlow's global random state.
+What happens to a tile is defined once, here, from ``N_UNIFORMS`` uniform
+draws in ``[0, 1)`` per tile (:func:`tile_params`, written against a
+NumPy-like namespace so every engine computes the same parameters):
 
-Geometric ops (random resized crop, flips, 90° rotations) run on ``uint8`` and
-move image and mask with the same geometry; the mask is resampled with
-nearest neighbour so class ids stay class ids. Colour ops (brightness,
-contrast, saturation, hue, Gaussian noise) touch the image only and run as
-one fused affine colour transform in float32 (:mod:`tfpipe.data.colour`),
-rounded back to ``uint8``.
+1. **crop** a box of the tile: ``[top, left, height, width]``; a random
+   ``size`` x ``size`` window when the tile is larger than ``size``, or the
+   random resized crop (``crop_scale``, ``crop_ratio``), resampled to
+   ``size`` x ``size`` like ``tf.image.resize`` (half-pixel centres, edge
+   pixels repeated; bilinear for the image, nearest for the mask);
+2. **colour** (:mod:`tfpipe.data.colour`): one affine colour map, the
+   contrast pivot being the mean of every 4th row of the cropped tile, plus
+   Gaussian noise; the image only, never the mask;
+3. **flags** ``[transpose, reverse rows, reverse columns]``: flips and
+   quarter turns of the square output (image and mask alike).
+
+Two engines apply it and are tested equal (``tests/test_data_augment_engines.py``):
+:class:`Augmenter`, per tile in TensorFlow ops inside the parallel tf.data
+map (draws from :func:`tfpipe.data.seeds.uniform`, a stateless hash of the
+tile's seed: the same seed gives the same augmentation on every run), and
+the Keras layer :class:`tfpipe.data.Augment` (``keras.ops``, a batch at a
+time inside the model, any backend). The tf.data engine uses the cheapest
+CPU kernels for each step (slice, ``tf.image.resize``, transpose, reverse):
+a projective transform doing all geometry at once cost 6-8x more per tile.
 
 Example:
     >>> from tfpipe.config import AugmentConfig
@@ -24,37 +35,130 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import tensorflow as tf
 
 from tfpipe.config import AugmentConfig
-from tfpipe.data import augment_cv
-from tfpipe.data.colour import ColourJitter, noise_seed
+from tfpipe.data.colour import TF_NUMPY, ColourJitter, noise_seed
 from tfpipe.data.seeds import uniform
 
-GEOMETRIC_OPS = ("crop", "flip+rot90", "flip", "rot90")
 COLOUR_OPS = ("brightness", "contrast", "saturation", "hue", "noise")
 # AugmentConfig field behind each colour op name.
 _COLOUR_FIELDS = {name: name for name in COLOUR_OPS} | {"noise": "noise_std"}
+# Uniform draws per tile: crop [top, left, area, aspect], flags [3], colour [4].
+N_UNIFORMS = 11
+_CROP, _FLAGS, _COLOUR = slice(0, 4), slice(4, 7), slice(7, 11)
+# The seeds' stream of the draws (tfpipe.data.seeds.uniform).
+_DRAWS = 0
 
 
-# A draw: (tile height and width, [..., 2] seeds) -> the op's random parameters [..., k].
-Draw = Callable[[tuple[int, int], tf.Tensor], tf.Tensor]
-# The seeds' stream of each kind of op (tfpipe.data.seeds.uniform).
-_CROP, _FLIPS = 0, 1
+@dataclass(frozen=True)
+class AugmentSpec:
+    """What an :class:`AugmentConfig` does to tiles of ``tile_hw``, output ``size`` x ``size``.
+
+    Attributes:
+        crop: ``"none"``, ``"random"`` (a ``size`` window) or ``"resized"``.
+        flips: ``"none"``, ``"flip"``, ``"rot90"`` or ``"flip+rot90"``.
+        colour: The colour jitter (strengths; :mod:`tfpipe.data.colour`).
+    """
+
+    tile_hw: tuple[int, int]
+    size: int
+    crop: str
+    flips: str
+    crop_scale: tuple[float, float]
+    crop_ratio: tuple[float, float]
+    colour: ColourJitter
+
+    @classmethod
+    def of(cls, cfg: AugmentConfig, tile_hw: tuple[int, int], size: int) -> AugmentSpec:
+        h, w = int(tile_hw[0]), int(tile_hw[1])
+        if size > min(h, w):
+            raise ValueError(
+                f"augmentation output side must be <= the tile's; got {size} > {h}x{w}"
+            )
+        crop = "resized" if cfg.crop_scale else ("random" if (h, w) != (size, size) else "none")
+        flips = "+".join(name for name, on in (("flip", cfg.flip), ("rot90", cfg.rot90)) if on)
+        colour = ColourJitter(cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue, cfg.noise_std)
+        scale = tuple(cfg.crop_scale or (1.0, 1.0))
+        return cls((h, w), size, crop, flips or "none", scale, tuple(cfg.crop_ratio), colour)
+
+    @property
+    def ops(self) -> tuple[str, ...]:
+        """Names of the active ops, in the order they are listed in the config."""
+        geometric = tuple(
+            op for op, on in (("crop", self.crop), (self.flips, self.flips)) if on != "none"
+        )
+        colour = tuple(n for n in COLOUR_OPS if getattr(self.colour, _COLOUR_FIELDS[n]) > 0)
+        return geometric + colour
+
+
+def tile_params(spec: AugmentSpec, u: Any, xp: Any) -> dict[str, Any]:
+    """The augmentation parameters of tiles from their uniform draws ``u`` (``[..., N_UNIFORMS]``).
+
+    ``xp`` is the namespace of ``u``: ``numpy``, ``keras.ops`` or
+    :data:`tfpipe.data.colour.TF_NUMPY`; only functions all three share are used.
+
+    Returns:
+        ``box`` (float ``[..., 4]``: top, left, height, width, whole pixels;
+        with a crop), ``flags`` (bool ``[..., 3]``: transpose, reverse rows,
+        reverse columns; with flips or quarter turns) and ``colour`` (float
+        ``[..., 4]`` in ``[-1, 1)``; with colour jitter).
+
+    Example:
+        >>> import numpy as np
+        >>> spec = AugmentSpec.of(AugmentConfig(), (32, 32), 32)
+        >>> tile_params(spec, np.full([N_UNIFORMS], 0.75, np.float32), np)["flags"]
+        array([ True,  True,  True])
+    """
+    params: dict[str, Any] = {}
+    if spec.crop != "none":
+        params["box"] = _box(spec, u[..., _CROP], xp)
+    if spec.flips != "none":
+        params["flags"] = _flags(spec.flips, u[..., _FLAGS], xp)
+    if spec.colour.mixes_channels or spec.colour.brightness or spec.colour.contrast:
+        params["colour"] = 2.0 * u[..., _COLOUR] - 1.0
+    return params
+
+
+def _box(spec: AugmentSpec, u: Any, xp: Any) -> Any:
+    (h, w), size = spec.tile_hw, spec.size
+    if spec.crop == "random":
+        bh = bw = u[..., 0] * 0.0 + size
+    else:
+        lo, hi = spec.crop_scale
+        r0, r1 = math.log(spec.crop_ratio[0]), math.log(spec.crop_ratio[1])
+        area = lo + (hi - lo) * u[..., 2]
+        aspect = xp.exp(r0 + (r1 - r0) * u[..., 3]) * (h / w)
+        # Box sides as fractions of the tile: bw * bh = area, (bw * W) / (bh * H) = ratio.
+        bh = xp.clip(xp.round(xp.sqrt(area / aspect) * h), 1.0, float(h))
+        bw = xp.clip(xp.round(xp.sqrt(area * aspect) * w), 1.0, float(w))
+    top = xp.floor(u[..., 0] * (h - bh + 1.0))
+    left = xp.floor(u[..., 1] * (w - bw + 1.0))
+    return xp.stack([top, left, bh, bw], axis=-1)
+
+
+def _flags(flips: str, u: Any, xp: Any) -> Any:
+    if flips == "flip+rot90":
+        # Square output: flips and quarter turns together are a uniform draw from
+        # the 8 symmetries of the square, one optional transpose and two reverses.
+        return u < 0.5
+    never = u[..., 0] < 0.0  # draws are >= 0: all False, shaped like one flag
+    if flips == "flip":
+        return xp.stack([never, u[..., 1] < 0.5, u[..., 2] < 0.5], axis=-1)
+    # rot90^k counter-clockwise = optional transpose, then reverses:
+    # k=1 transpose + rows, k=2 rows + columns, k=3 transpose + columns.
+    k = xp.floor(u[..., 0] * 4.0)
+    return xp.stack([(k == 1.0) | (k == 3.0), (k == 1.0) | (k == 2.0), k >= 2.0], axis=-1)
 
 
 class Augmenter:
-    """The training augmentation chosen by an :class:`AugmentConfig`.
+    """The tf.data engine: one ``uint8`` tile (and its mask) at a time, in TensorFlow ops.
 
-    Every op first *draws* its random parameters from the tile's seed
-    (:meth:`draw`, for one tile or a batch), then *applies* them: per tile with
-    TensorFlow ops (:meth:`__call__`, graph-only, what tf.data service workers
-    run) or on a whole batch with OpenCV
-    (:meth:`apply_batch`, ~3x cheaper per tile on CPU; :mod:`tfpipe.data.augment_cv`).
-    Both engines apply the same draws, so a seed gives the same geometry in
-    either and colours within one ``uint8`` level (rounding).
+    Graph-only and stateless: it runs in tf.data's parallel map and on tf.data
+    service workers, and a tile's seed alone decides what happens to it.
 
     Args:
         cfg: Which ops run, and how strongly.
@@ -71,104 +175,51 @@ class Augmenter:
     """
 
     def __init__(self, cfg: AugmentConfig, tile_hw: tuple[int, int], size: int) -> None:
+        self.spec = AugmentSpec.of(cfg, tile_hw, size)
         self.size = size
-        self.tile_hw = (int(tile_hw[0]), int(tile_hw[1]))
-        self.crop: tuple[str, Draw] | None = None
-        if cfg.crop_scale is not None:
-            self.crop = ("crop", _resized_crop_box(cfg.crop_scale, cfg.crop_ratio, size))
-        elif self.tile_hw != (size, size):
-            self.crop = ("crop", lambda hw, s: _random_crop_box(hw, size, s))
-        self.resample = cfg.crop_scale is not None
-        # Output tiles are square (size x size), so flips and quarter turns together
-        # are a uniform draw from the 8 symmetries of the square: one transpose and
-        # one reverse instead of two of each.
-        self.flips: tuple[str, Draw] | None = None
-        if cfg.flip and cfg.rot90:
-            self.flips = ("flip+rot90", lambda hw, s: _dihedral_flags(s))
-        elif cfg.flip:
-            self.flips = ("flip", lambda hw, s: _flip_flags(s))
-        elif cfg.rot90:
-            self.flips = ("rot90", lambda hw, s: _rot90_flags(s, square=hw[0] == hw[1]))
-        self.colour = ColourJitter(
-            cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue, cfg.noise_std
-        )
-        self._colour_names = tuple(
-            name for name in COLOUR_OPS if getattr(cfg, _COLOUR_FIELDS[name]) > 0
-        )
+        self.tile_hw = self.spec.tile_hw
+        self.colour = self.spec.colour
 
     @property
     def ops(self) -> tuple[str, ...]:
-        """Names of the active ops, in the order they run."""
-        geometric = tuple(op[0] for op in (self.crop, self.flips) if op is not None)
-        return geometric + self._colour_names
+        """Names of the active ops (``crop``, ``flip``/``rot90``/``flip+rot90``, colour ops)."""
+        return self.spec.ops
 
     def draw(self, seed: tf.Tensor) -> dict[str, tf.Tensor]:
         """The random parameters of one tile from its ``[2]`` seed, or of a batch from ``[B, 2]``.
 
         Returns:
-            ``box`` (int32 ``[top, left, height, width]``, with a crop),
-            ``flags`` (bool ``[transpose, reverse rows, reverse columns]``, with
-            flips or rotations), ``colour`` (float ``[4]``, with colour jitter)
-            and ``seed`` (the noise seed, with noise); each with the seeds'
-            leading ``[B]`` for a batch.
+            :func:`tile_params` (``box`` as int32), plus ``seed`` (the noise
+            seed, with noise); each with the seeds' leading ``[B]`` for a batch.
         """
-        draws: dict[str, tf.Tensor] = {}
-        hw = self.tile_hw
-        if self.crop is not None:
-            draws["box"] = self.crop[1](hw, seed)
-            hw = (self.size, self.size)
-        if self.flips is not None:
-            draws["flags"] = self.flips[1](hw, seed)
-        if self.colour.active:
-            draws["colour"] = self.colour.draw(seed)
+        params = tile_params(self.spec, uniform(seed, N_UNIFORMS, _DRAWS), TF_NUMPY)
+        if "box" in params:
+            params["box"] = tf.cast(params["box"], tf.int32)
         if self.colour.noise_std > 0:
-            draws["seed"] = noise_seed(seed)
-        return draws
+            params["seed"] = noise_seed(seed)
+        return params
 
     def __call__(
         self, image: tf.Tensor, mask: tf.Tensor | None, seed: tf.Tensor
     ) -> tuple[tf.Tensor, tf.Tensor | None]:
-        """Augment one ``uint8`` tile (and its mask, or None) with TensorFlow ops."""
-        draws = self.draw(seed)
-        if "box" in draws:
-            image, mask = crop_box(image, mask, draws["box"], self.size, self.resample)
-        if "flags" in draws:
-            image, mask = apply_flags(image, mask, draws["flags"])
-        if self.colour.active:
-            image = self.colour.apply(image, draws["colour"], draws.get("seed"))
-        return image, mask
+        """Augment one ``uint8`` tile ``[H, W, C]`` (and its mask ``[H, W, 1]``, or None)."""
+        return self.apply(image, mask, self.draw(seed))
 
-    def apply_batch(
-        self, images: tf.Tensor, masks: tf.Tensor | None, draws: dict[str, tf.Tensor]
+    def apply(
+        self, image: tf.Tensor, mask: tf.Tensor | None, params: dict[str, tf.Tensor]
     ) -> tuple[tf.Tensor, tf.Tensor | None]:
-        """Augment a batch of tiles with OpenCV, from the per-tile ``draws`` batched.
-
-        ``images`` is ``[B, H, W, C]`` at the decoded tile size; the result is
-        ``[B, size, size, C]``. Runs as a ``tf.numpy_function``: in-process only.
-        """
-        return augment_cv.apply_batch(self, images, masks, draws)
-
-
-# ------------------------------------------------------------------ geometric
-
-
-def _flip_flags(seed: tf.Tensor) -> tf.Tensor:
-    """Flip left-right and up-down, each with probability 1/2."""
-    return (uniform(seed, 3, _FLIPS) < 0.5) & tf.constant([False, True, True])
-
-
-def _rot90_flags(seed: tf.Tensor, square: bool) -> tf.Tensor:
-    """A random multiple of 90° counter-clockwise (180° steps when the tile is not square)."""
-    turns = 4 if square else 2
-    k = tf.cast(uniform(seed, 1, _FLIPS)[..., 0] * turns, tf.int32)
-    k = k if square else 2 * k
-    # rot90^k = optional transpose, then flips: k=1 T+rows, k=2 rows+cols, k=3 T+cols.
-    return tf.stack([tf.equal(k % 2, 1), tf.equal(k, 1) | tf.equal(k, 2), k >= 2], -1)
-
-
-def _dihedral_flags(seed: tf.Tensor) -> tf.Tensor:
-    """One of the 8 flips/quarter turns of a square tile, uniformly (= flip then rot90)."""
-    return uniform(seed, 3, _FLIPS) < 0.5
+        """Augment one tile with given parameters (:meth:`draw`'s, for one tile)."""
+        resample = self.spec.crop == "resized"
+        if "box" in params:
+            image, mask = crop_box(image, mask, params["box"], self.size, resample)
+        if "colour" in params or "seed" in params:
+            colour = params.get("colour", tf.zeros([4]))
+            image = self.colour.apply(image, colour, params.get("seed"))
+        elif resample:
+            image = tf.saturate_cast(image + 0.5, tf.uint8)
+        if "flags" in params:
+            image, mask = apply_flags(image, mask, params["flags"])
+        return image, mask
 
 
 def apply_flags(
@@ -176,7 +227,8 @@ def apply_flags(
 ) -> tuple[tf.Tensor, tf.Tensor | None]:
     """Optionally swap H and W, then reverse rows and/or columns: two ops per tensor, no tf.cond.
 
-    ``flags`` is bool ``[transpose, reverse rows, reverse columns]``.
+    ``flags`` is bool ``[transpose, reverse rows, reverse columns]``. On
+    ``uint8`` this is ~5x cheaper than the same move as a projective transform.
     """
     perm = tf.where(flags[0], tf.constant([1, 0, 2]), tf.constant([0, 1, 2]))
     axes = tf.reshape(tf.where(flags[1:]), [-1])  # [], [0], [1] or [0, 1]
@@ -191,16 +243,19 @@ def apply_flags(
 def crop_box(
     image: tf.Tensor, mask: tf.Tensor | None, box: tf.Tensor, size: int, resample: bool
 ) -> tuple[tf.Tensor, tf.Tensor | None]:
-    """Cut ``box`` (``[top, left, height, width]``), resized to ``size`` when ``resample``."""
+    """Cut ``box`` (int ``[top, left, height, width]``); resized to ``size`` when ``resample``.
+
+    A resampled image comes back as float32, not rounded: the colour op reads it next.
+    """
     c = image.shape[-1]
     begin, extent = tf.concat([box[:2], [0]], 0), tf.concat([box[2:], [-1]], 0)
     crop = tf.slice(image, begin, extent)
     part = None if mask is None else tf.slice(mask, begin, extent)
     if resample:
-        # slice + resize is ~2x faster than crop_and_resize on CPU; both use pixel
-        # centres, so bilinear (image) and nearest (mask) sample the same points.
+        # slice + resize is ~2x faster than crop_and_resize and ~3x faster than a
+        # projective transform on CPU; both resizes use pixel centres, so bilinear
+        # (image) and nearest (mask) sample the same points.
         crop = tf.image.resize(crop, [size, size], "bilinear")
-        crop = tf.saturate_cast(crop + 0.5, tf.uint8)
         if part is not None:
             part = tf.image.resize(part, [size, size], "nearest")
     image = tf.ensure_shape(crop, [size, size, c])
@@ -224,35 +279,3 @@ def center_crop(
         return x[..., top : top + size, left : left + size, :]
 
     return cut(image), (None if mask is None else cut(mask))
-
-
-def _random_crop_box(hw: tuple[int, int], size: int, seed: tf.Tensor) -> tf.Tensor:
-    """A ``size`` x ``size`` box at a random position (no resampling)."""
-    u = uniform(seed, 2, _CROP)
-    top = tf.cast(u[..., 0] * (hw[0] - size + 1), tf.int32)
-    left = tf.cast(u[..., 1] * (hw[1] - size + 1), tf.int32)
-    side = tf.fill(tf.shape(top), size)
-    return tf.stack([top, left, side, side], -1)
-
-
-def _resized_crop_box(scale: tuple[float, float], ratio: tuple[float, float], size: int) -> Draw:
-    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
-
-    def draw(hw: tuple[int, int], seed: tf.Tensor) -> tf.Tensor:
-        h, w = hw
-        u = tf.unstack(uniform(seed, 4, _CROP), axis=-1)
-        area = scale[0] + (scale[1] - scale[0]) * u[0]
-        aspect = tf.exp(log_ratio[0] + (log_ratio[1] - log_ratio[0]) * u[1]) * (h / w)
-        # Box sides as fractions of the tile: bw * bh = area, (bw * W) / (bh * H) = ratio.
-        box_h = _pixels(tf.sqrt(area / aspect), h)
-        box_w = _pixels(tf.sqrt(area * aspect), w)
-        top = tf.cast(u[2] * tf.cast(h - box_h + 1, tf.float32), tf.int32)
-        left = tf.cast(u[3] * tf.cast(w - box_w + 1, tf.float32), tf.int32)
-        return tf.stack([top, left, box_h, box_w], -1)
-
-    return draw
-
-
-def _pixels(fraction: tf.Tensor, side: int) -> tf.Tensor:
-    """A box side in whole pixels, between 1 and ``side``."""
-    return tf.clip_by_value(tf.cast(tf.round(fraction * side), tf.int32), 1, side)

@@ -5,7 +5,7 @@ vector of a pixel, so they compose into one ``3 x 3`` matrix ``M`` and one
 offset per tile, applied in a single pass (as NVIDIA DALI's ``ColorTwist``)::
 
     brightness  x + delta * 255                 delta  ~ U(-b, b)     (tf.image.adjust_brightness)
-    contrast    (x - mean) * c + mean           c      ~ U(1-a, 1+a)  (mean over the tile)
+    contrast    (x - mean) * c + mean           c      ~ U(1-a, 1+a)  (every 4th row's mean)
     saturation  luma + s * (x - luma)           s      ~ U(1-a, 1+a)  (torchvision's definition)
     hue         rotation by 2 pi h in YIQ       h      ~ U(-d, d)     (fraction of the hue circle)
 
@@ -21,6 +21,11 @@ Gray pixels stay gray under saturation and hue (``M @ [1, 1, 1] = [1, 1, 1]``),
 so the offset is the same for all three channels. With only brightness and
 contrast the transform is per-channel and runs elementwise (cheaper still).
 
+:meth:`ColourJitter.transform` derives the map from a tile's draws for both
+augmentation engines, the tf.data one (:meth:`ColourJitter.apply`) and the
+Keras layer (:class:`tfpipe.data.Augment`); noise is the same distribution in
+both, but not the same numbers.
+
 Example:
     >>> jitter = ColourJitter(brightness=0.1, contrast=0.1, saturation=0.1, hue=0.02)
     >>> out = jitter(tf.zeros([256, 256, 3], tf.uint8), tf.constant([1, 2], tf.int64))
@@ -31,6 +36,8 @@ Example:
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -46,6 +53,20 @@ _YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ).astype(np.float32)
 # Pixels per matmul row: a [N, 3] x [3, 3] product is slow on CPU (K = 3);
 # a block-diagonal [N/8, 24] x [24, 24] does the same work in a fraction of the time.
 _PIXELS_PER_ROW = 8
+# The NumPy-named TensorFlow functions that the shared definitions use (``xp``):
+# tf.experimental.numpy's round needs NumPy behaviour switched on, a global change.
+TF_NUMPY = SimpleNamespace(
+    array=tf.constant,
+    clip=tf.clip_by_value,
+    cos=tf.cos,
+    einsum=tf.einsum,
+    exp=tf.exp,
+    floor=tf.floor,
+    round=tf.round,
+    sin=tf.sin,
+    sqrt=tf.sqrt,
+    stack=tf.stack,
+)
 # The seeds' streams of the colour draws and the noise (tfpipe.data.seeds.uniform).
 _COLOUR, _NOISE = 2, 3
 
@@ -95,22 +116,26 @@ class ColourJitter:
         """
         return 2.0 * uniform(seed, 4, _COLOUR) - 1.0
 
-    def transform(self, draws: tf.Tensor, channels: int) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    def transform(self, draws: Any, channels: int, xp: Any = TF_NUMPY) -> tuple[Any, Any, Any]:
         """The affine colour map of ``draws`` (shape ``[..., 4]``, one row per tile).
+
+        ``xp`` is the namespace of ``draws`` (``numpy``, ``keras.ops`` or
+        :data:`TF_NUMPY`): every engine derives its colour map here.
 
         Returns:
             ``(matrix [..., C, C], offset [...], gain [...])``: a pixel ``p`` maps
             to ``matrix @ p + offset + gain * mean``, where ``mean`` is the tile's
-            mean value (contrast pivots around it; ``gain`` is 0 without contrast).
+            mean value (contrast pivots around it; ``gain`` is 0 without contrast),
+            all in ``uint8`` levels.
         """
-        u = tf.convert_to_tensor(draws, tf.float32)
+        u = draws
         scale = 1.0 + self.contrast * u[..., 1]
         offset = self.brightness * 255.0 * u[..., 0]
-        gain = (1.0 - scale) if self.contrast > 0 else tf.zeros_like(scale)
+        gain = 1.0 - scale
         if self.mixes_channels:
-            base = colour_matrix(1.0 + self.saturation * u[..., 2], self.hue * u[..., 3])
+            base = colour_matrix(1.0 + self.saturation * u[..., 2], self.hue * u[..., 3], xp)
         else:
-            base = tf.eye(channels, batch_shape=tf.shape(scale))
+            base = xp.array(np.eye(channels, dtype=np.float32))
         return scale[..., None, None] * base, offset, gain
 
     def __call__(self, image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
@@ -142,31 +167,30 @@ def noise_seed(seed: tf.Tensor) -> tf.Tensor:
     return derive(seed, _NOISE)
 
 
-def colour_matrix(saturation: tf.Tensor | float, hue: tf.Tensor | float) -> tf.Tensor:
+def colour_matrix(saturation: Any, hue: Any, xp: Any = TF_NUMPY) -> Any:
     """``3 x 3`` matrix that scales saturation, then rotates hue by ``hue`` of a turn.
 
-    Both arguments may be tensors of any (equal) shape ``[...]``; the result is
-    then ``[..., 3, 3]``, one matrix per element.
+    Both arguments may be tensors of any (equal) shape ``[...]`` of namespace
+    ``xp``; the result is then ``[..., 3, 3]``, one matrix per element.
 
     Example:
-        >>> np.allclose(colour_matrix(1.0, 0.0).numpy(), np.eye(3), atol=1e-6)
+        >>> np.allclose(colour_matrix(1.0, 0.0, np), np.eye(3), atol=1e-6)
         True
         >>> colour_matrix(tf.ones([5]), tf.zeros([5])).shape
         TensorShape([5, 3, 3])
     """
-    s = tf.cast(saturation, tf.float32)
+    s = saturation
     # Negative angle: positive ``hue`` then turns red towards yellow, as HSV hue shifts do.
-    theta = -2.0 * math.pi * tf.cast(hue, tf.float32)
+    theta = -2.0 * math.pi * hue
     # Saturation scales the chroma (I, Q) that the hue turns, so the whole matrix is
-    # GRAY + s cos(theta) COS + s sin(theta) SIN: one small product per batch, not
-    # three chained 3 x 3 products per tile (~1 ms of graph ops per batch of 32).
-    coefficients = tf.stack([tf.ones_like(s), s * tf.cos(theta), s * tf.sin(theta)], -1)
-    flat = tf.tensordot(coefficients, tf.constant(_HUE_BASIS), 1)
-    return tf.reshape(flat, tf.concat([tf.shape(s), [3, 3]], 0))
+    # GRAY + s cos(theta) COS + s sin(theta) SIN: one small product, not three
+    # chained 3 x 3 products per tile.
+    parts = xp.stack([s * 0.0 + 1.0, s * xp.cos(theta), s * xp.sin(theta)], axis=-1)
+    return xp.einsum("...k,kij->...ij", parts, xp.array(_HUE_BASIS))
 
 
 def _hue_basis() -> np.ndarray:
-    """``[3, 9]``: the gray, cosine and sine parts of a hue turn, as flat RGB matrices."""
+    """``[3, 3, 3]``: the gray, cosine and sine parts of a hue turn, as RGB matrices."""
 
     def in_rgb(yiq: list[list[float]]) -> np.ndarray:
         return _YIQ_TO_RGB @ np.array(yiq, np.float32) @ _RGB_TO_YIQ
@@ -174,7 +198,7 @@ def _hue_basis() -> np.ndarray:
     gray = in_rgb([[1, 0, 0], [0, 0, 0], [0, 0, 0]])  # = [1, 1, 1]^T LUMA
     cos = in_rgb([[0, 0, 0], [0, 1, 0], [0, 0, 1]])
     sin = in_rgb([[0, 0, 0], [0, 0, -1], [0, 1, 0]])
-    return np.stack([gray, cos, sin]).reshape(3, 9).astype(np.float32)
+    return np.stack([gray, cos, sin]).astype(np.float32)
 
 
 _HUE_BASIS = _hue_basis()

@@ -54,7 +54,7 @@ from tfpipe.data.decode import decode_element, parse_batch, positive_fraction
 from tfpipe.data.finish import Finisher
 from tfpipe.data.plan import InputPlan, cache_target, plan_input, resolve_config
 from tfpipe.data.seeds import batch_seeds, epoch_keys, with_seeds
-from tfpipe.data.shards import read_shards
+from tfpipe.data.shards import read_shard_files, read_shards
 from tfpipe.errors import ConfigError, RecordsError
 from tfpipe.records.manifest import Manifest, read_manifest
 
@@ -188,7 +188,10 @@ def build_dataset(
         batches = items.batch(cfg.batch_size, drop_remainder=training)
         return with_seeds(batches, _salt(key, _AUGMENT_SALT), cfg.batch_size, training)
 
-    batches = keys.flat_map(_plain(one_epoch))
+    if training and cfg.service and tiles is None:
+        batches = _served_epoch(plan, cfg)
+    else:
+        batches = keys.flat_map(_plain(one_epoch))
     if skip:
         # Before anything is parsed or decoded: a resumed run pays for reading only.
         batches = batches.skip(skip)
@@ -210,6 +213,36 @@ def build_dataset(
     if cfg.prefetch != 0:
         out = out.prefetch(cfg.prefetch or tf.data.AUTOTUNE)
     return out
+
+
+def _served_epoch(plan: InputPlan, cfg: InputConfig) -> tf.data.Dataset:
+    """One epoch for tf.data service workers, with the shard list as its first source.
+
+    In ``distributed_epoch`` mode the dispatcher splits the graph's first
+    source among the workers; a keyed epoch (a ``flat_map`` over epoch keys)
+    would have every worker read every shard. Here the shards are that
+    source, each read from its first record, the record shuffle is
+    ``Dataset.shuffle`` (redrawn each iteration) and the tiles' seeds come from
+    a stateful draw per batch: served order is not reproducible anyway
+    (workers hand out batches as they finish), so neither are the draws.
+    """
+    files = tf.data.Dataset.from_tensor_slices(
+        (list(plan.shards.paths), tf.constant(plan.shards.counts, tf.int64))
+    )
+    records = read_shard_files(files, plan.shards, cfg, training=True)
+    if plan.balance is not None:
+        seeds = tf.data.Dataset.random(seed=cfg.seed + _BALANCE_SALT).batch(2)
+        records = balance.resample(records, plan.balance, _positive_record, seeds)
+    if cfg.shuffle_buffer > 0:
+        records = records.shuffle(cfg.shuffle_buffer, seed=cfg.seed)
+    batches = records.batch(cfg.batch_size, drop_remainder=True)
+    size = cfg.batch_size
+
+    def with_drawn_seeds(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        key = tf.random.uniform([], maxval=tf.int64.max, dtype=tf.int64)
+        return serialized, tf.stack([tf.fill([size], key), tf.range(size, dtype=tf.int64)], 1)
+
+    return batches.map(_plain(with_drawn_seeds))
 
 
 def _start(start_step: int, per_epoch: int | None) -> tuple[int, int]:

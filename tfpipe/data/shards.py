@@ -28,6 +28,7 @@ Example:
 from __future__ import annotations
 
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,7 @@ import tensorflow as tf
 from tfpipe.config import InputConfig
 from tfpipe.data.seeds import mix_key, uniform
 from tfpipe.errors import RecordsError
+from tfpipe.records.reader import FrameCount, count_frames
 
 # Functions handed to tf.data are plain graph code (explicit tf.cond, no Python
 # control flow on tensors); skipping AutoGraph's source conversion saves seconds
@@ -71,33 +73,96 @@ class ShardSet:
 
 
 def check_shard_files(shards: ShardSet, skip_corrupt: bool) -> list[str]:
-    """Compare each shard's size on disk with the manifest.
+    """Compare each shard on disk with the manifest: size, and record count from the framing.
 
-    Catches the common damage (an interrupted copy or sync) before training
-    starts, for the price of one ``stat`` per shard.
+    Runs at every ``load()``: one ``stat`` per shard and, for uncompressed
+    shards, a read of each record's 12-byte header; the data is skipped, so
+    the cost does not grow with record size (10,000 records of 107 kB: ~30 ms
+    of CPU from the page cache; ~0.5 s when every header comes from disk,
+    read by up to ``_COUNT_THREADS`` threads). It catches an interrupted copy
+    or sync (truncation), a damaged header, and a manifest whose counts do
+    not fit its shards, before training starts. GZIP shards cannot seek: only
+    their size is compared, and the graph's count check catches the rest
+    while reading.
 
     Returns:
         One message per damaged shard (only when ``skip_corrupt`` is set).
 
     Raises:
-        RecordsError: a shard is missing, or its size differs from the manifest
-            and ``skip_corrupt`` is off.
+        RecordsError: a shard is missing; it holds more records than the
+            manifest lists (even with ``skip_corrupt``: the records past the
+            manifest's count would be dropped without a word); or it is
+            truncated, damaged or short and ``skip_corrupt`` is off.
+
+    Example:
+        >>> check_shard_files(plan.shards, skip_corrupt=False)  # doctest: +SKIP
+        []
     """
+    for path in shards.paths:
+        if not Path(path).is_file():
+            raise RecordsError(f"shard {path} is listed in manifest.json but missing")
     problems = []
-    for path, size in zip(shards.paths, shards.sizes, strict=True):
-        p = Path(path)
-        if not p.is_file():
-            raise RecordsError(f"shard {p} is listed in manifest.json but missing")
-        actual = p.stat().st_size
-        if actual != size:
-            msg = (
-                f"shard {p} is truncated or corrupt: {actual} bytes on disk, "
-                f"manifest.json says {size}"
+    framed = _count_records(shards)
+    for path, count, size, frames in zip(
+        shards.paths, shards.counts, shards.sizes, framed, strict=True
+    ):
+        problem = _shard_problem(Path(path), count, size, frames)
+        if problem is None:
+            continue
+        if not skip_corrupt:
+            raise RecordsError(
+                f"{problem}; rebuild the records, or set input.skip_corrupt: true to skip "
+                "the damaged part"
             )
-            if not skip_corrupt:
-                raise RecordsError(f"{msg}; rebuild the records or set input.skip_corrupt: true")
-            problems.append(msg)
+        problems.append(problem)
     return problems
+
+
+# Threads counting records: os.pread releases the GIL, so reads from disk overlap
+# (10,000 records of 107 kB not in the page cache: 0.8-1.6 s with one thread,
+# 0.4-0.5 s with 8; from the page cache ~30 ms of CPU either way).
+_COUNT_THREADS = 8
+
+
+def _count_records(shards: ShardSet) -> list[FrameCount | None]:
+    """Each shard's framing (None for GZIP shards, which cannot seek)."""
+    if shards.compression == "gzip" or not shards.paths:
+        return [None] * len(shards.paths)
+    with ThreadPoolExecutor(min(_COUNT_THREADS, len(shards.paths))) as pool:
+        return list(pool.map(_frames, shards.paths))
+
+
+def _frames(path: str) -> FrameCount:
+    try:
+        return count_frames(path)
+    except OSError as err:  # e.g. no permission to read it
+        raise RecordsError(f"cannot read shard {path}: {err.strerror or err}") from None
+
+
+def _shard_problem(path: Path, count: int, size: int, frames: FrameCount | None) -> str | None:
+    """What is wrong with one shard (None: it fits the manifest).
+
+    Raises:
+        RecordsError: the shard holds more records than the manifest lists.
+    """
+    actual = path.stat().st_size
+    on_disk = f"{actual} bytes on disk, manifest.json says {size}"
+    if frames is None:
+        return None if actual == size else f"shard {path} is truncated or corrupt: {on_disk}"
+    if frames.records > count:
+        raise RecordsError(
+            f"shard {path} holds {frames.records} records (counted from its TFRecord "
+            f"framing) but manifest.json lists {count}: the manifest does not describe "
+            "this shard, and the records past its count would be dropped silently; "
+            "rebuild the records (input.skip_corrupt does not apply)"
+        )
+    if frames.records == count and frames.damage is None and actual == size:
+        return None
+    notes = "; ".join(n for n in (frames.damage, on_disk if actual != size else None) if n)
+    return (
+        f"shard {path} is truncated or corrupt: manifest.json lists {count} records, its "
+        f"TFRecord framing holds {frames.records}" + (f" ({notes})" if notes else "")
+    )
 
 
 def read_shards(
@@ -122,15 +187,25 @@ def read_shards(
     else:
         offsets = tf.zeros_like(counts)
     files = tf.data.Dataset.from_tensor_slices((paths, counts, offsets))
+    return read_shard_files(files, shards, cfg, training)
+
+
+def read_shard_files(
+    files: tf.data.Dataset, shards: ShardSet, cfg: InputConfig, training: bool
+) -> tf.data.Dataset:
+    """Records of ``files`` (``(path, count[, offset])`` elements), shards read side by side."""
     compression = "GZIP" if shards.compression == "gzip" else ""
     skip = cfg.skip_corrupt
 
-    def read_one(path: tf.Tensor, count: tf.Tensor, offset: tf.Tensor) -> tf.data.Dataset:
-        return _read_shard(path, count, offset, compression, skip)
+    def read_one(
+        path: tf.Tensor, count: tf.Tensor, offset: tf.Tensor | None = None
+    ) -> tf.data.Dataset:
+        start = tf.constant(0, tf.int64) if offset is None else offset
+        return _read_shard(path, count, start, compression, skip)
 
     deterministic = cfg.deterministic if training else True
     # An explicit default: AUTOTUNE may settle on reading one shard at a time,
-    # which leaves the record shuffle buffer alone to mix shards.
+    # which leaves the record shuffle alone to mix shards.
     cycle = cfg.cycle_length or min(len(shards.paths), DEFAULT_CYCLE_LENGTH)
     return files.interleave(
         _plain(read_one),

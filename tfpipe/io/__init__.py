@@ -1,12 +1,10 @@
-"""Reading source data without TensorFlow: windowed TIFF slides, RLE masks, CSVs, PNG tiles.
+"""Reading source data without TensorFlow: windowed TIFF slides, RLE masks, CSVs.
 
 * :mod:`tfpipe.io.tiff` — :func:`open_slide` / :class:`Slide` windowed readers
   (:mod:`tfpipe.io.tiff_layout`: TIFF axes and pixel types to ``(h, w, C)`` uint8).
 * :mod:`tfpipe.io.rle` — competition RLE codec and :class:`RleMask` windows
   (:mod:`tfpipe.io.rle_parse`: the text read and checked).
 * :mod:`tfpipe.io.masks` — RLE CSVs, mask images, classification label CSVs.
-* :mod:`tfpipe.io.png` — :func:`decode_png`, the records' PNG tiles ~3x faster than libpng.
-* :mod:`tfpipe.io.scratch` — per-thread tile buffers for hot loops (decoder, augmentation).
 
 Example:
     >>> from tfpipe.io import open_slide, RleMask, read_rle_csv

@@ -71,10 +71,9 @@ def encode_image(array: np.ndarray, encoding: str, quality: int = 95) -> bytes:
     of every training step's input, is 15-40 % faster for the same size within
     5 %, and tfpipe.data.load delivers 1.15-1.25x the images/s (demo tiles:
     2.0 -> 1.6 ms, 107 -> 108.5 kB; a real immunohistochemistry image: 2.3 ->
-    1.7 ms, 118 kB both; ``python benchmarks/bench_png_filter.py``). Any PNG
-    decoder reads them; the record format is unchanged. Up-filtered rows are
-    also what lets :func:`tfpipe.io.png.decode_png` undo the filter with
-    vectorised adds (~2.5x faster than libpng in all).
+    1.7 ms, 118 kB both; ``python benchmarks/bench_png_filter.py``: OpenCV's
+    libpng, and load() decoding with ``tf.io.decode_png``). Any PNG decoder
+    reads them; the record format is unchanged.
     """
     import cv2
 

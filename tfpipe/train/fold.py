@@ -4,9 +4,27 @@ A fold that was interrupted resumes from its ``backup/``: weights, optimizer
 state (moments, step counter, Lookahead slow weights) and the exact
 position, ``(epoch, steps done in it)``. The rest of the interrupted epoch
 runs as a short first ``fit`` and the remaining epochs as a second, so the
-fold ends after exactly ``epochs × steps_per_epoch`` optimizer steps, as an
-uninterrupted one does. The resumed input stream starts from a seed advanced
-by the steps already taken, so it does not replay the first batches.
+fold ends after exactly ``epochs × steps_per_epoch`` optimizer steps.
+
+Training reads one endless stream, ``tfpipe.data.load(..., repeat=True)``:
+optimizer step ``s`` trains on batch ``s`` of it, whatever
+``train.steps_per_epoch`` is (a Keras epoch may end inside a data epoch or
+span several). A resumed fold rebuilds the stream at ``start_step`` = steps
+done (the batches before it are skipped unparsed); each ``fit`` starts a
+fresh iterator, so each gets a stream built at its own first step.
+
+Exact resume (the batches and final weights of an uninterrupted run) is
+promised with a deterministic input: ``train.deterministic: true`` (which
+also turns op determinism on) or ``input.deterministic: true``. Without it
+the resumed run starts at the right batch of the same epochs, but parallel
+reading may order records differently, so tiles near the interruption can be
+seen twice or missed in that epoch. Not promised with ``input.service``.
+
+``multi_worker`` shards both datasets by data (each worker builds the same
+global stream and keeps its share of every global batch), so step ``s`` is
+batch ``s`` everywhere. Sharding by files does not apply: ``load()`` opens
+its files inside each epoch, and the auto-shard rewrite would hand whole
+epochs to workers instead.
 
 Example:
     >>> result = train_fold(FoldJob(exp, run, plan, fold=0, strategy=strategy))  # doctest: +SKIP
@@ -16,11 +34,12 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +53,6 @@ from tfpipe.errors import ConfigError
 from tfpipe.models import build_model, get_loss, load_model
 from tfpipe.models.metrics import Dice, IoU, roc_auc
 from tfpipe.train import callbacks as cb
-from tfpipe.train.distribute import distribute_options, num_workers
 from tfpipe.train.folds import FoldPlan
 from tfpipe.train.optim import build_optimizer, make_optimizer, plateau_callback
 from tfpipe.train.rundir import RESULT_NAME, RunDir
@@ -77,7 +95,9 @@ def train_fold(job: FoldJob) -> FoldResult:
     backup.step_offset, backup.seconds_before = done_steps, seconds_before
     job.console.print(describe(job, train_folds, val_folds, steps, start_epoch, done_steps))
     keras.utils.set_random_seed(exp.train.seed)
-    train_ds, val_ds = make_datasets(job, train_folds, val_folds, start_epoch * steps + done_steps)
+    train_at = functools.partial(training_stream, job, train_folds)
+    train_ds = train_at(start_epoch * steps + done_steps)
+    val_ds = validation_data(job, val_folds)
     with job.strategy.scope():
         model = compiled_model(job, tuple(train_ds.element_spec[0].shape[1:]), steps)
         # Restore before fit: a fold killed after its last step has nothing left to fit.
@@ -88,7 +108,9 @@ def train_fold(job: FoldJob) -> FoldResult:
     callbacks = make_callbacks(job, folder, backup, clock, start_epoch)
     t0 = time.perf_counter()
     try:
-        fit_remaining(model, train_ds, val_ds, callbacks, start_epoch, done_steps, steps, exp)
+        fit_remaining(
+            model, train_ds, train_at, val_ds, callbacks, (start_epoch, done_steps, steps), exp
+        )
     except KeyboardInterrupt:
         # Ctrl-C: leave a loadable model behind, then let the interrupt through.
         cb.save_model_atomic(model, folder / "last.keras")
@@ -131,21 +153,25 @@ def compiled_model(job: FoldJob, input_shape: tuple[int, ...], steps: int) -> ke
     return model
 
 
-def make_datasets(
-    job: FoldJob, train_folds: list[int], val_folds: list[int], steps_done: int
-) -> tuple[tf.data.Dataset, tf.data.Dataset]:
-    """Training stream (repeated, seeded, sharded for workers) and the validation fold."""
-    exp, manifest = job.exp, job.plan.manifest
-    deterministic = exp.train.deterministic or exp.input.deterministic
+def training_stream(job: FoldJob, train_folds: list[int], start_step: int) -> tf.data.Dataset:
+    """The fold's endless training stream from batch ``start_step`` (= optimizer step)."""
+    exp = job.exp
     train = tfpipe.data.load(
         job.plan.records,
         folds=train_folds,
         training=True,
         config=exp.input,
         batch_size=job.global_batch,
-        seed=exp.input.seed + steps_done,
-        deterministic=deterministic,
-    ).repeat()
+        deterministic=exp.train.deterministic or exp.input.deterministic,
+        repeat=True,
+        start_step=start_step,
+    )
+    return shard_by_data(train)
+
+
+def validation_data(job: FoldJob, val_folds: list[int]) -> tf.data.Dataset:
+    """The validation fold: manifest order, every tile once, the last batch partial."""
+    exp, manifest = job.exp, job.plan.manifest
     val = tfpipe.data.load(
         job.plan.records,
         folds=val_folds,
@@ -157,10 +183,17 @@ def make_datasets(
         # Known length: Keras then sizes its progress bar and does not warn at the end.
         batches = math.ceil(manifest.records_in_folds(val_folds) / job.global_batch)
         val = val.apply(tf.data.experimental.assert_cardinality(batches))
-    workers = num_workers()
-    train = distribute_options(train, len(manifest.shards_for_folds(train_folds)), workers)
-    val = distribute_options(val, len(manifest.shards_for_folds(val_folds)), workers)
-    return train, val
+    return shard_by_data(val)
+
+
+def shard_by_data(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """Each ``multi_worker`` host keeps its share of every global batch (module docstring).
+
+    Every worker reads and decodes the whole global batch; one machine: no effect.
+    """
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
 
 
 def make_metrics(job: FoldJob, model: keras.Model) -> list[keras.metrics.Metric]:
@@ -204,14 +237,21 @@ def make_callbacks(
 def fit_remaining(
     model: keras.Model,
     train_ds: tf.data.Dataset,
+    train_at: Callable[[int], tf.data.Dataset],
     val_ds: tf.data.Dataset,
     callbacks: list[keras.callbacks.Callback],
-    start_epoch: int,
-    done_steps: int,
-    steps: int,
+    position: tuple[int, int, int],
     exp: Experiment,
 ) -> None:
-    """Finish the interrupted epoch (if any), then run the remaining epochs."""
+    """Finish the interrupted epoch (if any), then run the remaining epochs.
+
+    Args:
+        train_ds: The stream from the fold's next step (``train_at(start)``).
+        train_at: Builds the stream from a given step; the second ``fit`` of
+            a resumed fold needs one that starts at its own first step.
+        position: ``(epoch, steps done in it, steps per epoch)``.
+    """
+    epoch, done_steps, steps = position
     common = {
         "validation_data": val_ds,
         "validation_steps": exp.train.validation_steps,
@@ -219,7 +259,6 @@ def fit_remaining(
         "verbose": 1 if sys.stdout.isatty() else 2,
         "shuffle": False,  # the pipeline shuffles
     }
-    epoch = start_epoch
     if done_steps and epoch < exp.train.epochs:
         model.fit(
             train_ds,
@@ -231,6 +270,7 @@ def fit_remaining(
         if model.stop_training:
             return
         epoch += 1
+        train_ds = train_at(epoch * steps)
     if epoch < exp.train.epochs:
         model.fit(
             train_ds, initial_epoch=epoch, epochs=exp.train.epochs, steps_per_epoch=steps, **common

@@ -1,0 +1,269 @@
+"""Resume cost: ``load(repeat=True, start_step=N)`` against decoding the skipped batches.
+
+A run resumed at step N needs batch N of the training stream. ``load()``
+skips the batches before it as serialized records (read, never parsed or
+decoded); the alternatives are to decode and drop them (``load(...).skip(N)``,
+what a pipeline with no resume support must do) or to restore a saved
+iterator (``tf.train.Checkpoint(iterator=...)``). This script times, on one
+large epoch of small PNG tiles (with masks, batch 8, ``deterministic=True``,
+flips and rotations on):
+
+* time to first batch (``load()`` + iterator + first batch) at ``start_step=0``
+  and at ``start_step=10,000``, interleaved, median of the repeats (one
+  untimed warm-up call of each first);
+* decoding 10,000 batches: time to first batch of ``load(...).skip(10,000)``;
+* restoring an iterator checkpoint saved at step 10,000: restore + first
+  batch, and the checkpoint's size;
+
+and checks that all three hand out the same batch (its tiles' ids). Wall and
+CPU seconds of this process. The records are built once and kept under
+``--work`` (a temporary folder by default).
+
+Results: ``benchmarks/results/resume.json`` and ``resume.md`` (``resume-quick.*``).
+
+Usage:
+    python benchmarks/bench_resume.py            # 88,000 tiles, resume at 10,000, 5 repeats
+    python benchmarks/bench_resume.py --quick    # 4,000 tiles, resume at 400, 2 repeats
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent)]
+
+import numpy as np  # noqa: E402
+
+RESULTS = HERE / "results"
+SIZE, BATCH, SHARDS = 32, 8, 8
+FULL = {"records": 88_000, "start": 10_000, "repeats": 5, "skip_repeats": 2}
+QUICK = {"records": 4_000, "start": 400, "repeats": 2, "skip_repeats": 1}
+SETTINGS = {
+    "batch_size": BATCH,
+    "deterministic": True,
+    "with_ids": True,
+    "augment": {"flip": True, "rot90": True},
+}
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small epoch, two repeats")
+    parser.add_argument(
+        "--work", type=Path, default=Path(tempfile.gettempdir()) / "tfpipe-bench-resume"
+    )
+    return parser.parse_args()
+
+
+def build_records(root: Path, count: int) -> Path:
+    """``count`` 32 x 32 PNG tiles with masks in ``SHARDS`` shards, one fold each (cached)."""
+    import tensorflow as tf
+
+    from tfpipe.records import format as fmt
+    from tfpipe.records.manifest import (
+        Manifest,
+        ShardInfo,
+        SourceStats,
+        read_manifest,
+        sha256_file,
+        write_manifest,
+    )
+
+    if (root / "manifest.json").is_file() and read_manifest(root).num_records == count:
+        return root
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    shards, sources, per_shard = [], {}, count // SHARDS
+    for s in range(SHARDS):
+        name = fmt.shard_name(s, s, SHARDS)
+        with tf.io.TFRecordWriter(str(root / name)) as writer:
+            for k in range(per_shard):
+                # Flat colour, noise and a disc: ~2.7 kB per record (tile and mask PNGs).
+                base = rng.integers(60, 200, 3)
+                image = (base + rng.integers(0, 24, (SIZE, SIZE, 3))).astype(np.uint8)
+                cy, cx = rng.integers(0, SIZE, 2)
+                mask = ((yy - cy) ** 2 + (xx - cx) ** 2 < 36).astype(np.uint8)
+                example = fmt.make_example(
+                    fmt.encode_image(image, "png"),
+                    "png",
+                    image.shape,
+                    source_id=fmt.source_id(f"img{s}", k * SIZE, 0),
+                    mask=fmt.encode_image(mask, "png"),
+                    mask_format="png",
+                    positive_fraction=float(mask.mean()),
+                )
+                writer.write(example.SerializeToString())
+        path = root / name
+        shards.append(ShardInfo(name, s, per_shard, path.stat().st_size, sha256_file(path)))
+        sources[f"img{s}"] = SourceStats(fold=s, kept=per_shard, positive=per_shard)
+    manifest = Manifest(
+        root=root,
+        task="segmentation",
+        tile_height=SIZE,
+        tile_width=SIZE,
+        channels=3,
+        encoding="png",
+        compression="none",
+        num_folds=SHARDS,
+        shards=shards,
+        sources=sources,
+    )
+    write_manifest(manifest)
+    return root
+
+
+def timed(first_batch: Callable[[], Any]) -> tuple[dict, list[bytes]]:
+    """Wall and CPU seconds of ``first_batch()``, and the ids of the batch it returns."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    batch = first_batch()
+    out = {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0}
+    return out, batch[2].numpy().tolist()
+
+
+def variants(records: Path, start: int, work: Path) -> dict[str, Callable[[], Any]]:
+    """The ways to get batch ``start`` of the stream; each builds its dataset from scratch."""
+    import tensorflow as tf
+
+    from tfpipe.data import load
+
+    def stream(first: int = 0) -> Any:
+        return load(records, repeat=True, start_step=first, **SETTINGS)
+
+    def restored() -> Any:
+        it = iter(stream())
+        tf.train.Checkpoint(iterator=it).restore(str(work / "ckpt-1")).assert_consumed()
+        return next(it)
+
+    return {
+        "start_step=0": lambda: next(iter(stream())),
+        f"start_step={start:,}": lambda: next(iter(stream(start))),
+        f"decode and drop {start:,} batches": lambda: next(iter(stream().skip(start))),
+        "restore an iterator checkpoint": restored,
+    }
+
+
+def save_checkpoint(records: Path, start: int, work: Path) -> dict:
+    """Iterate ``start`` batches, save the iterator; its size in bytes and the save time."""
+    import tensorflow as tf
+
+    from tfpipe.data import load
+
+    for old in work.glob("ckpt-*"):
+        old.unlink()
+    it = iter(load(records, repeat=True, **SETTINGS))
+    for _ in range(start):
+        next(it)
+    t0 = time.perf_counter()
+    tf.train.Checkpoint(iterator=it).save(str(work / "ckpt"))
+    seconds = time.perf_counter() - t0
+    size = sum(p.stat().st_size for p in work.glob("ckpt-1*"))
+    return {"save_s": seconds, "bytes": size}
+
+
+def measure(records: Path, p: dict, work: Path) -> dict:
+    """Warm up each variant once, then interleaved repeats; medians and the batch ids."""
+    calls = variants(records, p["start"], work)
+    slow = [name for name in calls if name.startswith("decode")]
+    samples: dict[str, list[dict]] = {name: [] for name in calls}
+    ids: dict[str, list[bytes]] = {}
+    for name, call in calls.items():
+        if name not in slow:
+            timed(call)  # warm-up: the first call of a kind pays for tracing
+    for r in range(p["repeats"]):
+        for name, call in calls.items():
+            if name in slow and r >= p["skip_repeats"]:
+                continue
+            sample, ids[name] = timed(call)
+            samples[name].append(sample)
+    out = {}
+    for name, runs in samples.items():
+        out[name] = {
+            "wall_s": statistics.median(s["wall_s"] for s in runs),
+            "cpu_s": statistics.median(s["cpu_s"] for s in runs),
+            "repeats": len(runs),
+            "wall_s_each": [round(s["wall_s"], 4) for s in runs],
+        }
+    names = list(calls)
+    out["same_batch"] = all(ids[n] == ids[names[1]] for n in names[1:])
+    return out
+
+
+def write_markdown(report: dict, path: Path) -> None:
+    start, t = report["start_step"], report["first_batch"]
+    base = t["start_step=0"]["wall_s"]
+    lines = [
+        "# Resume cost: first batch at step 0 and at a later step",
+        "",
+        f"Command: `python benchmarks/bench_resume.py{' --quick' if report['quick'] else ''}`. "
+        f"{report['machine']}.",
+        "",
+        f"Records: {report['records']:,} PNG tiles {SIZE} x {SIZE} RGB with masks, "
+        f"{SHARDS} shards; batch {BATCH} ({report['batches_per_epoch']:,} batches per epoch), "
+        "deterministic, flips and rotations. Time to first batch = `load()` + iterator + "
+        "first batch, median of the repeats after a warm-up call; CPU = this process.",
+        "",
+        "| first batch of | wall s | CPU s | × start_step=0 | repeats |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, row in t.items():
+        if not isinstance(row, dict):
+            continue
+        lines.append(
+            f"| {name} | {row['wall_s']:.3f} | {row['cpu_s']:.2f} | {row['wall_s'] / base:.1f} "
+            f"| {row['repeats']} |"
+        )
+    ckpt = report["checkpoint"]
+    lines += [
+        "",
+        f"All ways hand out the same batch: {t['same_batch']}. The iterator checkpoint at step "
+        f"{start:,}: {ckpt['bytes'] / 1024:.0f} kB, saved in {ckpt['save_s']:.2f} s.",
+    ]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    args = parse_args()
+    p = QUICK if args.quick else FULL
+    load_before = os.getloadavg()
+    import tensorflow as tf
+
+    work = args.work / ("quick" if args.quick else "full")
+    t0 = time.perf_counter()
+    records = build_records(work / "records", p["records"])
+    build_s = time.perf_counter() - t0
+    checkpoint = save_checkpoint(records, p["start"], work)
+    first_batch = measure(records, p, work)
+    after = os.getloadavg()
+    report = {
+        "benchmark": "resume",
+        "quick": args.quick,
+        "machine": f"{os.cpu_count()} CPUs, load average {load_before[0]:.2f} before, "
+        f"{after[0]:.2f} after; TensorFlow {tf.__version__}",
+        "records": p["records"],
+        "batches_per_epoch": p["records"] // BATCH,
+        "start_step": p["start"],
+        "build_records_s": round(build_s, 1),
+        "first_batch": first_batch,
+        "checkpoint": checkpoint,
+    }
+    stem = "resume-quick" if args.quick else "resume"
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_markdown(report, RESULTS / f"{stem}.md")
+    print((RESULTS / f"{stem}.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
