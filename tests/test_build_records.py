@@ -204,7 +204,8 @@ def test_manifest_describes_the_build(built):
     assert set(m.timings) == {"sources", "map", "shuffle_write", "total"}
     assert verify_shards(m) == []
     records = read_records(m.shards_for_folds())
-    tiles = np.stack([decode(r[fmt.IMAGE_ENCODED], b"png", ()) for r in records])
+    shape = (m.tile_height, m.tile_width, m.channels)
+    tiles = np.stack([decode(r[fmt.IMAGE_ENCODED], r[fmt.IMAGE_FORMAT], shape) for r in records])
     pixels = tiles.reshape(-1, 3).astype(np.float64)
     np.testing.assert_allclose(m.stats["pixel_mean"], pixels.mean(axis=0), rtol=1e-9)
     np.testing.assert_allclose(m.stats["pixel_std"], pixels.std(axis=0), rtol=1e-6)
@@ -418,7 +419,8 @@ def test_classification_records_carry_multi_hot_labels(tmp_path):
         square = np.zeros((side, side, 3), np.uint8)
         square[: rgb.shape[0], : rgb.shape[1]] = rgb
         expected = cv2.resize(square, (32, 32), interpolation=cv2.INTER_AREA)
-        np.testing.assert_array_equal(decode(rec[fmt.IMAGE_ENCODED], b"png", ()), expected)
+        image = decode(rec[fmt.IMAGE_ENCODED], rec[fmt.IMAGE_FORMAT], expected.shape)
+        np.testing.assert_array_equal(image, expected)
     with pytest.raises(InputDataError, match=r"not in data\.class_names"):
         cfg.class_names = ["mass", "nodule"]
         cfg.output = tmp_path / "records-2"
