@@ -48,12 +48,12 @@ class BenchData:
     torch: bool = False
 
     def describe(self) -> dict:
-        layout = self.plan.layout
+        layout = self.raw_plan.layout
         return {
-            "records": self.plan.num_records,
+            "records": self.raw_plan.num_records,
             "tile": [layout.height, layout.width, layout.channels],
             "encoding": layout.encoding,
-            "record_kb": disk_kb_per_tile(self.plan),
+            "record_kb": disk_kb_per_tile(self.raw_plan),
             "disk_kb_per_tile": {
                 "png": disk_kb_per_tile(self.plan),
                 "raw": disk_kb_per_tile(self.raw_plan),

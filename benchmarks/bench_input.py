@@ -7,19 +7,19 @@ so that load from other processes hits all of them alike; the figure is the
 median of the rounds. Each measurement starts a fresh iterator, discards
 ``WARMUP`` batches, then times a fixed number of batches. Variants:
 
-* ``decode_only``: ``tfpipe.data.load`` on the PNG records with augmentation
-  off: the ceiling of decoding with ``tf.io.decode_png``.
-* ``full``: ``load`` on the PNG records with the augmentation of
+* ``full``: ``tfpipe.data.load`` as a user gets it: the raw records
+  (``data.encoding: raw``, the default) with the augmentation of
   experiments/kidney.yaml.
 * ``full_geometric``: ``full`` with flips/rotations only (no colour jitter).
-* ``decode_only_raw``, ``full_raw``: the same two on the raw records
-  (``data.encoding: raw``).
+* ``decode_only``: ``full`` with augmentation off.
+* ``full_png``, ``decode_only_png``: the same on the PNG records;
+  ``decode_only_png`` is the ceiling of decoding with ``tf.io.decode_png``.
 * ``naive``: serial map, no prefetch, no interleave (``_input_baselines``).
 * ``onthefly``: tiles read from the TIFFs in a Python generator (no records).
 * ``torch``: PyTorch DataLoader, 2 workers, the same tiles as PNG files.
 
-Also: time to first batch (``load()`` + first batch, first call in the
-process and a later one), RSS over epochs of the full pipeline in three fresh
+Also: time to first batch (``load()`` + first batch on the raw records, first
+call in the process and a later one), RSS over epochs of the full pipeline in three fresh
 processes each (``_input_rss``: as ``load()`` gives it, and with
 ``MALLOC_ARENA_MAX=2``), disk bytes per tile of the PNG and raw records, and
 the CPU cost of every augmentation op (serial map, one thread, on decoded
@@ -103,7 +103,7 @@ def main() -> None:
     variants = make_variants(data)
     throughput = interleaved_rounds(variants, p)
     rss = functools.partial(
-        rss_over_epochs, data.records, data.input_config, p.epochs, p.rss_processes
+        rss_over_epochs, data.raw_records, data.input_config, p.epochs, p.rss_processes
     )
     report = {
         "benchmark": "input",
@@ -138,16 +138,16 @@ def make_variants(data: Any) -> dict[str, Callable[[], Iterator[Any]]]:
     )
     off = augment_off(cfg.augment)
 
-    def tfpipe_iter(augment: Any, records: Path = data.records) -> Callable[[], Iterator[Any]]:
+    def tfpipe_iter(augment: Any, records: Path = data.raw_records) -> Callable[[], Iterator[Any]]:
         return lambda: iter(td.load(records, config=cfg, augment=augment, repeat=True))
 
     torch_loader = base.torch_loader(data.png_pairs, cfg.augment, BATCH) if data.torch else None
     variants = {
-        "decode_only": tfpipe_iter(off),
         "full": tfpipe_iter(cfg.augment),
         "full_geometric": tfpipe_iter(geometric),
-        "decode_only_raw": tfpipe_iter(off, data.raw_records),
-        "full_raw": tfpipe_iter(cfg.augment, data.raw_records),
+        "decode_only": tfpipe_iter(off),
+        "full_png": tfpipe_iter(cfg.augment, data.records),
+        "decode_only_png": tfpipe_iter(off, data.records),
         "naive": lambda: iter(base.naive_dataset(data.plan, cfg.augment, BATCH).repeat()),
         "onthefly": lambda: iter(base.onthefly_dataset(data.slides, data.data_config, BATCH)),
     }
@@ -220,7 +220,7 @@ def time_to_first_batch(data: Any) -> dict:
     out = {}
     for label in ("first_call", "later_call"):
         t0 = time.perf_counter()
-        ds = td.load(data.records, config=data.input_config)
+        ds = td.load(data.raw_records, config=data.input_config)
         built = time.perf_counter()
         next(iter(ds))
         out[label] = time.perf_counter() - t0

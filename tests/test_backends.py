@@ -77,8 +77,7 @@ got, got_masks = keras.ops.convert_to_numpy(got), keras.ops.convert_to_numpy(got
 aug = Augmenter(cfg, (40, 40), 32)
 diff, masks_equal = 0, True
 for i in range(8):
-    params = tile_params(aug.spec, tf.constant(draws[i]), TF_NUMPY)
-    params["box"] = tf.cast(params["box"], tf.int32)
+    params = aug.prepare(tile_params(aug.spec, tf.constant(draws[i]), TF_NUMPY))
     image, mask = aug.apply(tf.constant(images[i]), tf.constant(masks[i]), params)
     diff = max(diff, int(np.abs(image.numpy().astype(int) - got[i].astype(int)).max()))
     masks_equal &= bool(np.array_equal(mask.numpy(), got_masks[i]))

@@ -28,10 +28,8 @@ def _tf_engine(aug: Augmenter, images, masks, draws):
     out_images, out_masks = [], []
     for i in range(len(images)):
         params = tile_params(aug.spec, tf.constant(draws[i]), TF_NUMPY)
-        if "box" in params:
-            params["box"] = tf.cast(params["box"], tf.int32)
         mask = None if masks is None else tf.constant(masks[i])
-        image, mask = aug.apply(tf.constant(images[i]), mask, params)
+        image, mask = aug.apply(tf.constant(images[i]), mask, aug.prepare(params))
         out_images.append(image.numpy())
         out_masks.append(None if mask is None else mask.numpy())
     return np.stack(out_images), (None if masks is None else np.stack(out_masks))

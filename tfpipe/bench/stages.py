@@ -185,6 +185,7 @@ def compose(sp: StagePlan, until: str, *, parallel: bool = True, vectorised: boo
     from tfpipe.data.pipeline import shuffle_blocks
     from tfpipe.data.seeds import with_seeds
     from tfpipe.data.shards import read_shards
+    from tfpipe.records.format import SOURCE_ID
 
     cfg, layout = sp.cfg, sp.plan.layout
     calls = (cfg.parallel_calls or tf.data.AUTOTUNE) if parallel else None
@@ -199,19 +200,29 @@ def compose(sp: StagePlan, until: str, *, parallel: bool = True, vectorised: boo
     b = cfg.batch_size
     # Seeds come a batch at a time, as load() pairs them with the serialized records.
     ds = with_seeds(ds.batch(b, drop_remainder=True), key, b, training=True)
+    finish = Finisher(sp.plan, cfg, training=True)
     if vectorised:
-        # As in load(): one parse_example per batch, in a serial map.
-        ds = ds.map(lambda s, seeds: (parse_batch(s, layout), seeds)).unbatch()
+        # As in load(): one parse_example per batch, in a serial map, and (with
+        # augmentation) the batch's augmentation parameters drawn there too.
+        def prepare(s: Any, seeds: Any) -> Any:
+            f = parse_batch(s, layout)
+            return f, (finish.draw(f[SOURCE_ID], seeds) if until == "augment" else seeds)
+
+        ds = ds.map(prepare).unbatch()
     else:
         spec = parse_spec(layout)
-        ds = ds.unbatch().map(lambda s, seed: (tf.io.parse_single_example(s, spec), seed), **order)
+
+        def prepare_one(s: Any, seed: Any) -> Any:
+            f = tf.io.parse_single_example(s, spec)
+            return f, (finish.draw(f[SOURCE_ID], seed) if until == "augment" else seed)
+
+        ds = ds.unbatch().map(prepare_one, **order)
     if until == "parse":
         return ds
     if until == "decode":
         return ds.map(lambda f, seed: (decode_element(f, layout), seed), **order)
     # As in load(): decode and augmentation in one map, tile by tile.
-    finish = Finisher(sp.plan, cfg, training=True)
-    return ds.map(lambda f, seed: finish(decode_element(f, layout), seed), **order)
+    return ds.map(lambda f, params: finish(decode_element(f, layout), params), **order)
 
 
 def cumulative_stages(sp: StagePlan) -> list[Stage]:

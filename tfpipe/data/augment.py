@@ -185,19 +185,34 @@ class Augmenter:
         """Names of the active ops (``crop``, ``flip``/``rot90``/``flip+rot90``, colour ops)."""
         return self.spec.ops
 
-    def draw(self, seed: tf.Tensor) -> dict[str, tf.Tensor]:
-        """The random parameters of one tile from its ``[2]`` seed, or of a batch from ``[B, 2]``.
+    def draw(self, seed: tf.Tensor) -> dict[str, Any]:
+        """The parameters of one tile from its ``[2]`` seed, or of a batch from ``[B, 2]``.
+
+        The tf.data pipeline draws a whole batch at once (tens of small ops,
+        run once per batch instead of once per tile), then :meth:`apply` runs
+        per tile.
 
         Returns:
-            :func:`tile_params` (``box`` as int32), plus ``seed`` (the noise
+            :meth:`prepare` of :func:`tile_params`, plus ``seed`` (the noise
             seed, with noise); each with the seeds' leading ``[B]`` for a batch.
         """
-        params = tile_params(self.spec, uniform(seed, N_UNIFORMS, _DRAWS), TF_NUMPY)
-        if "box" in params:
-            params["box"] = tf.cast(params["box"], tf.int32)
+        params = self.prepare(tile_params(self.spec, uniform(seed, N_UNIFORMS, _DRAWS), TF_NUMPY))
         if self.colour.noise_std > 0:
             params["seed"] = noise_seed(seed)
         return params
+
+    def prepare(self, params: dict[str, Any]) -> dict[str, Any]:
+        """:func:`tile_params` (one tile or a batch) as :meth:`apply` takes them.
+
+        The box as int32 and the colour draws as the colour map
+        (:meth:`~tfpipe.data.colour.ColourJitter.colour_map`).
+        """
+        out = dict(params)
+        if "box" in out:
+            out["box"] = tf.cast(out["box"], tf.int32)
+        if "colour" in out:
+            out["colour"] = self.colour.colour_map(out["colour"], self.size * self.size)
+        return out
 
     def __call__(
         self, image: tf.Tensor, mask: tf.Tensor | None, seed: tf.Tensor
@@ -206,15 +221,14 @@ class Augmenter:
         return self.apply(image, mask, self.draw(seed))
 
     def apply(
-        self, image: tf.Tensor, mask: tf.Tensor | None, params: dict[str, tf.Tensor]
+        self, image: tf.Tensor, mask: tf.Tensor | None, params: dict[str, Any]
     ) -> tuple[tf.Tensor, tf.Tensor | None]:
         """Augment one tile with given parameters (:meth:`draw`'s, for one tile)."""
         resample = self.spec.crop == "resized"
         if "box" in params:
             image, mask = crop_box(image, mask, params["box"], self.size, resample)
         if "colour" in params or "seed" in params:
-            colour = params.get("colour", tf.zeros([4]))
-            image = self.colour.apply(image, colour, params.get("seed"))
+            image = self.colour.apply_map(image, params.get("colour"), params.get("seed"))
         elif resample:
             image = tf.saturate_cast(image + 0.5, tf.uint8)
         if "flags" in params:
@@ -235,6 +249,10 @@ def apply_flags(
 
     def apply(x: tf.Tensor) -> tf.Tensor:
         # An identity perm or no axes costs nothing: both kernels forward their input.
+        if x.shape[-1] == 1:
+            # A single channel moves ~2x faster as a 2-D tensor.
+            plane = tf.reverse(tf.transpose(tf.squeeze(x, -1), perm[:2]), axes)
+            return tf.ensure_shape(tf.expand_dims(plane, -1), x.shape)
         return tf.ensure_shape(tf.reverse(tf.transpose(x, perm), axes), x.shape)
 
     return apply(image), (None if mask is None else apply(mask))

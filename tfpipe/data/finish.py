@@ -1,18 +1,22 @@
 """The end of a tile's way through the pipeline: augment (training) or center crop.
 
-Each decoded tile arrives with its ``[2]`` seed (:mod:`tfpipe.data.seeds`).
 Training tiles are augmented by :class:`tfpipe.data.augment.Augmenter`
-(TensorFlow ops, the tile's seed salted with its record id, so tf.data
-service workers that share a position still draw differently); validation
+(TensorFlow ops). :meth:`Finisher.draw` derives the parameters of a whole
+batch from its ``[B, 2]`` seeds (:mod:`tfpipe.data.seeds`), each salted with
+its record id, so tf.data service workers that share a position still draw
+differently; then :meth:`Finisher.__call__` runs per tile. Validation
 tiles are center-cropped to the output size. The result is the tuple that
 ``model.fit`` takes, ``(image, target)``, or ``(image, target, id)``.
 
 Example:
     >>> finish = Finisher(plan, cfg, training=True, with_ids=False)  # doctest: +SKIP
-    >>> tiles = tiles.map(finish)                                     # doctest: +SKIP
+    >>> batches = batches.map(lambda b, seeds: (b, finish.draw(b["id"], seeds)))  # doctest: +SKIP
+    >>> tiles = batches.unbatch().map(finish)                         # doctest: +SKIP
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import tensorflow as tf
 
@@ -41,12 +45,24 @@ class Finisher:
         self.augmenter = Augmenter(cfg.augment, (plan.layout.height, plan.layout.width), plan.size)
         self.augmenting = training and bool(self.augmenter.ops)
 
-    def __call__(self, element: dict[str, tf.Tensor], seed: tf.Tensor) -> tuple[tf.Tensor, ...]:
-        """``(image, target[, id])`` of one decoded tile: augmented, center-cropped, or as is."""
+    def draw(self, record_ids: tf.Tensor, seeds: tf.Tensor) -> dict[str, Any]:
+        """The augmentation parameters of a batch (``[B]`` ids, ``[B, 2]`` seeds) or of one tile.
+
+        Drawn a batch at a time in the pipeline, before the per-tile map.
+        """
+        return self.augmenter.draw(salted(seeds, record_ids))
+
+    def __call__(
+        self, element: dict[str, tf.Tensor], params: dict[str, Any] | None = None
+    ) -> tuple[tf.Tensor, ...]:
+        """``(image, target[, id])`` of one decoded tile: augmented, center-cropped, or as is.
+
+        ``params`` are the tile's :meth:`draw` (needed when :attr:`augmenting`).
+        """
         image, target = element["image"], element["target"]
         mask = target if self.segmentation else None
         if self.augmenting:
-            image, mask = self.augmenter(image, mask, salted(seed, element["id"]))
+            image, mask = self.augmenter.apply(image, mask, params)
         elif not self.training:
             image, mask = center_crop(image, mask, self.size)
         target = mask if self.segmentation else target

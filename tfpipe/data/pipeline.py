@@ -4,7 +4,8 @@ Training pipeline, one epoch (every random choice drawn from the epoch's key)::
 
     shard list, shuffled ─▶ interleave(TFRecordDataset, parallel) ─▶ [balance]
       ─▶ shuffle(serialized records) ─▶ batch ─▶ + the tiles' seeds ─▶ [skip]
-      ─▶ parse_example ─▶ unbatch ─▶ map(decode, augment; parallel) ─▶ batch
+      ─▶ parse_example, draw the batch's augmentation ─▶ unbatch
+      ─▶ map(decode, augment; parallel) ─▶ batch
       ─▶ [tf.data service] ─▶ prefetch
 
 Everything is TensorFlow ops: no Python runs inside the graph, so the
@@ -56,6 +57,7 @@ from tfpipe.data.plan import InputPlan, cache_target, plan_input, resolve_config
 from tfpipe.data.seeds import batch_seeds, epoch_keys, with_seeds
 from tfpipe.data.shards import read_shard_files, read_shards
 from tfpipe.errors import ConfigError, RecordsError
+from tfpipe.records.format import SOURCE_ID
 from tfpipe.records.manifest import Manifest, read_manifest
 
 # Functions handed to tf.data are plain graph code (explicit tf.cond, no Python
@@ -195,13 +197,18 @@ def build_dataset(
     if skip:
         # Before anything is parsed or decoded: a resumed run pays for reading only.
         batches = batches.skip(skip)
-    if tiles is None:
-        batches = batches.map(_plain(lambda s, seeds: (parse_batch(s, plan.layout), seeds)))
     layout, finish = plan.layout, Finisher(plan, cfg, training, with_ids)
+    id_key = "id" if tiles is not None else SOURCE_ID
 
-    def tile(element: dict[str, tf.Tensor], seed: tf.Tensor) -> tuple[tf.Tensor, ...]:
-        return finish(element if tiles is not None else decode_element(element, layout), seed)
+    def prepare(batch: Any, seeds: tf.Tensor) -> Any:
+        """Parse a batch of records; draw its augmentation (a batch at a time: fewer ops)."""
+        batch = batch if tiles is not None else parse_batch(batch, layout)
+        return (batch, finish.draw(batch[id_key], seeds)) if finish.augmenting else batch
 
+    def tile(element: dict[str, tf.Tensor], params: Any = None) -> tuple[tf.Tensor, ...]:
+        return finish(element if tiles is not None else decode_element(element, layout), params)
+
+    batches = batches.map(_plain(prepare))
     out = batches.unbatch().map(_plain(tile), **_parallel(cfg, det))
     out = out.batch(cfg.batch_size, drop_remainder=training, **_parallel(cfg, det))
     out = out.with_options(_options(cfg, det))
