@@ -10,6 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import tifffile
 import yaml
 from _records_helpers import (
     data_config,
@@ -17,6 +18,7 @@ from _records_helpers import (
     make_dataset,
     read_records,
     write_rle_csv,
+    write_tiff,
 )
 
 from tfpipe.cli import main
@@ -345,6 +347,51 @@ def test_bad_inputs_are_clear_errors_and_exit_code_2(source, tmp_path, case, cap
     message = capsys.readouterr().err
     assert BAD_INPUTS[case] in message and "Traceback" not in message
     assert not (copy / "records").exists()
+
+
+@pytest.mark.parametrize("scale", [1.0, 255.0])
+def test_float_slides_give_the_records_of_their_uint8_twins(source, built, tmp_path, scale):
+    # 0-255 floats were once clipped to [0, 1] (white); the slide's maximum now picks the range.
+    root, slides = source
+    uint8_build, _ = built
+    (tmp_path / "train").mkdir()
+    for sid, (image, _) in slides.items():
+        pixels = image.astype(np.float32) * np.float32(scale / 255)
+        tifffile.imwrite(tmp_path / "train" / f"{sid}.tiff", pixels, photometric="rgb")
+    shutil.copy(root / "train.csv", tmp_path / "train.csv")
+    manifest = build_records(data_config(tmp_path, output=tmp_path / "records"), progress=False)
+    assert [s.sha256 for s in manifest.shards] == [s.sha256 for s in uint8_build.shards]
+
+
+def _blank(root: Path, copy: Path, slide_ids: list[str]) -> None:
+    """A copy of the dataset with ``slide_ids`` replaced by white slides (masks unchanged)."""
+    shutil.copytree(root / "train", copy / "train")
+    shutil.copy(root / "train.csv", copy / "train.csv")
+    for sid, (h, w) in zip(["slide0", "slide1", "slide2"], SIZES, strict=True):
+        if sid in slide_ids:
+            write_tiff(copy / "train" / f"{sid}.tiff", np.full((h, w, 3), 255, np.uint8))
+
+
+def test_a_blank_slide_is_reported(source, tmp_path):
+    root, _ = source
+    _blank(root, tmp_path, ["slide1"])
+    with pytest.warns(UserWarning, match=r"slide slide1 came out blank: no tile has") as seen:
+        manifest = build_records(data_config(tmp_path), progress=False)
+    blank = manifest.sources["slide1"]
+    assert blank.kept == blank.tiles_total - blank.dropped_background > 0  # its positive tiles
+    assert f"{blank.kept} of its {blank.tiles_total} tiles were written" in str(seen[0].message)
+    assert [str(w.message).split(":")[0] for w in seen] == ["slide slide1 came out blank"]
+
+
+def test_every_slide_blank_is_an_error(source, tmp_path, capsys):
+    root, _ = source
+    _blank(root, tmp_path / "data", ["slide0", "slide1", "slide2"])
+    cfg = data_config(tmp_path / "data")
+    with pytest.raises(InputDataError, match=r"every slide in .* came out blank \(3 slide"):
+        build_records(cfg, progress=False)
+    assert main(["build-records", str(_experiment(tmp_path, cfg))]) == 2
+    assert "came out blank" in capsys.readouterr().err
+    assert not cfg.output.exists()
 
 
 def test_mask_images_give_the_same_records_as_rle(source, built, tmp_path):

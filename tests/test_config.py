@@ -89,3 +89,37 @@ def test_resolved_config_round_trips(tmp_path):
     exp.dump_yaml(out)
     again = load_experiment(out)
     assert again.to_dict() == exp.to_dict()
+
+
+def test_set_errors_name_the_override_not_the_file():
+    with pytest.raises(ConfigError) as err:
+        load_experiment(KIDNEY, ["train.epochs=x"])
+    msg = str(err.value)
+    assert "got train.epochs='x' from --set train.epochs=x" in msg and str(KIDNEY) not in msg
+    with pytest.raises(ConfigError, match=r"unknown key 'train.epoch' from --set train.epoch=3"):
+        load_experiment(KIDNEY, ["train.epoch=3"])
+
+
+def test_file_errors_still_name_the_file_when_overrides_are_given(tmp_path):
+    p = write(tmp_path, "train:\n  epochs: x\n")
+    with pytest.raises(ConfigError, match=rf"got train.epochs='x' in {p}$"):
+        load_experiment(p, ["train.batch_size=4"])
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n", "\n\n"])
+def test_empty_file_is_an_error_naming_it(tmp_path, text):
+    p = write(tmp_path, text)
+    with pytest.raises(ConfigError, match=rf"experiment file {p} is empty: it must hold a mapping"):
+        load_experiment(p)
+
+
+def test_warmup_must_leave_epochs_to_decay():
+    with pytest.raises(ConfigError) as err:
+        load_experiment(KIDNEY, ["train.schedule=warmup_cosine", "train.epochs=1"])
+    msg = str(err.value)
+    assert "train.warmup_epochs must be smaller than train.epochs for schedule warmup_cosine" in msg
+    assert "got warmup_epochs=1, epochs=1" in msg and "--set train.epochs=1" in msg
+    # Other schedules do not warm up, so the setting is free there.
+    assert load_experiment(KIDNEY, ["train.epochs=1"]).train.warmup_epochs == 1
+    exp = load_experiment(KIDNEY, ["train.schedule=warmup_cosine", "train.epochs=2"])
+    assert exp.train.epochs == 2

@@ -174,7 +174,8 @@ def test_to_uint8_scaling():
         to_uint8(np.array([0, 128, 257, 32896, 65535], np.uint16)), [0, 0, 1, 128, 255]
     )
     np.testing.assert_array_equal(
-        to_uint8(np.array([-1.0, 0.0, 0.5, 1.0, 2.0])), [0, 0, 128, 255, 255]
+        to_uint8(np.array([-1.0, 0.0, 0.5, 1.0, 2.0]), value_range=(0.0, 1.0)),
+        [0, 0, 128, 255, 255],
     )
     np.testing.assert_array_equal(to_uint8(np.array([True, False])), [255, 0])
     with pytest.raises(InputDataError, match="int32"):
@@ -230,3 +231,52 @@ def test_unsupported_pixel_type_is_refused_at_open(tmp_path, backend):
         InputDataError, match=r"uint8, uint16, float or 1-bit; got int32 in .*int32"
     ):
         open_slide(path, backend=backend)
+
+
+# ------------------------------------------------------------------ float pixels
+
+
+def test_float_rule_picks_the_range_from_the_largest_value():
+    # The documented rule: max <= 1 -> [0, 1]; max <= 255 -> 0-255 levels; else an error.
+    np.testing.assert_array_equal(to_uint8(np.array([0.0, 0.25, 1.0])), [0, 64, 255])
+    np.testing.assert_array_equal(to_uint8(np.array([0.0, 3.0, 200.0, 255.0])), [0, 3, 200, 255])
+    np.testing.assert_array_equal(to_uint8(np.array([np.nan, 1.0], np.float32)), [0, 255])
+    np.testing.assert_array_equal(
+        to_uint8(np.array([0.0, 2048.0, 4095.0]), value_range=(0.0, 4095.0)), [0, 128, 255]
+    )
+    with pytest.raises(InputDataError, match=r"maximum of 4095 in x\.tiff.*data\.float_range"):
+        to_uint8(np.array([0.0, 4095.0]), "x.tiff")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_float_slide_in_0_255_is_not_clipped_to_white(tmp_path, rgb, backend):
+    # The whole slide's maximum decides, so a dark window of a 0-255 slide keeps its levels.
+    path = tmp_path / "float255.tiff"
+    tifffile.imwrite(path, rgb.astype(np.float32), photometric="rgb", tile=(64, 64))
+    with open_slide(path, backend=backend) as slide:
+        assert slide.value_range == (0.0, 255.0)
+        np.testing.assert_array_equal(slide.read_window(0, 0, H, W), rgb)
+    unit = tmp_path / "float1.tiff"
+    tifffile.imwrite(unit, rgb.astype(np.float32) / 255, photometric="rgb", tile=(64, 64))
+    with open_slide(unit, backend=backend) as slide:
+        assert slide.value_range == (0.0, 1.0)
+        np.testing.assert_array_equal(slide.read_window(0, 0, H, W), rgb)
+    # A given range wins over the rule (here: the top half of 0-255 maps to 0-255).
+    with open_slide(path, backend=backend, value_range=(128.0, 255.0)) as slide:
+        window = slide.read_window(0, 0, H, W)
+    expected = np.clip((rgb.astype(np.float32) - 128) * (255 / 127), 0, 255) + 0.5
+    np.testing.assert_array_equal(window, expected.astype(np.uint8))
+
+
+def test_float_slide_range_comes_from_the_smallest_level(tmp_path):
+    # A pyramid is scanned at its smallest level only (cheap on a giant slide). Here that
+    # level is deliberately inconsistent (max 0.5 under a 200 base) to show which one decided.
+    path = tmp_path / "pyramid.tiff"
+    with tifffile.TiffWriter(path) as tif:
+        tif.write(np.full((256, 256), 200.0, np.float32), tile=(64, 64), subifds=1)
+        tif.write(np.full((64, 64), 0.5, np.float32), tile=(64, 64), subfiletype=1)
+    with open_slide(path) as slide:
+        assert slide.levels == 2
+        assert slide.value_range == (0.0, 1.0)
+    with open_slide(path, level=1) as small:
+        assert small.read_window(0, 0, 8, 8).max() == 128

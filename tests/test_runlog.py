@@ -12,7 +12,7 @@ import pytest
 from tfpipe.cli import main
 from tfpipe.config import load_experiment
 from tfpipe.errors import ConfigError
-from tfpipe.train.rundir import RunDir, create_run, list_runs, resolve_run
+from tfpipe.train.rundir import RunDir, create_run, latest_resumable, list_runs, resolve_run
 from tfpipe.train.runlog import collect_rows, diff_configs, flatten, print_runs
 from tfpipe.train.summary import FoldResult, summarize
 
@@ -115,3 +115,50 @@ def test_cli_runs_prints_the_table(
     out = capsys.readouterr().out
     assert "model.arch: unet → fpn" in out and "(first run)" in out
     assert (tmp_path / "l.md").is_file()
+
+
+def write_backup(run: RunDir, fold: int, seconds: float) -> None:
+    """A fold's resume backup, as StepBackup leaves it."""
+    folder = run.path / f"fold{fold}" / "backup"
+    folder.mkdir(parents=True)
+    (folder / "ckpt-00001-0000000.weights.h5").write_bytes(b"weights")
+    meta = {"epoch": 1, "steps_in_epoch": 0, "weights": "ckpt-00001-0000000.weights.h5"}
+    run.write_json(f"fold{fold}/backup/training_metadata.json", {**meta, "seconds": seconds})
+
+
+def test_unfinished_run_time_counts_finished_folds_and_backups(tmp_path: Path) -> None:
+    run = make_run(tmp_path, [], [0.8])  # fold 0 done in 10 s
+    write_backup(run, 1, 500.0)  # fold 1 trained 500 s before it was stopped
+    empty = make_run(tmp_path, [], None)
+    rows = collect_rows(tmp_path)
+    assert rows[0].seconds == pytest.approx(510.0) and rows[0].status == "incomplete"
+    assert rows[1].seconds == 0.0 and rows[1].status == "nothing saved"
+    assert run.resumable and not empty.resumable
+
+
+def test_latest_resumable_skips_finished_and_empty_runs(tmp_path: Path) -> None:
+    stopped = make_run(tmp_path, [], None, name="a")
+    write_backup(stopped, 0, 5.0)
+    make_run(tmp_path, [], [0.8, 0.8, 0.8, 0.8], name="b")  # finished
+    make_run(tmp_path, [], None, name="c")  # killed while starting: config.yaml only
+    assert latest_resumable(tmp_path) == stopped
+    assert resolve_run(tmp_path, "latest").name.endswith("-c")  # --baseline latest: any run
+    (stopped.path / "fold0/backup/ckpt-00001-0000000.weights.h5").unlink()
+    with pytest.raises(ConfigError, match=r"no resumable run folder .*3 run\(s\): 1 finished"):
+        latest_resumable(tmp_path)
+
+
+def test_runs_piped_prints_markdown_without_wrapping(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    long_name = "a-rather-long-experiment-name-that-would-wrap-at-eighty-columns"
+    make_run(tmp_path, [], [0.80, 0.82, 0.84, 0.86], name=long_name)
+    make_run(tmp_path, ["model.arch=fpn", "train.batch_size=16"], [0.7, 0.7], name=long_name)
+    assert main(["runs", "--runs-dir", str(tmp_path)]) == 0  # capsys: stdout is not a terminal
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "| run | changes | CV mean ± std | min fold | folds | time | status |"
+    assert len(lines) == 4  # header, rule, one line per run
+    assert long_name in lines[2] and lines[2].endswith("| 4/4 | 42s | done |")
+    assert f"model.arch: unet → fpn; {BATCH_CHANGE}" in lines[3]
+    assert lines[3].endswith("| 2/4 | 20s | incomplete |")

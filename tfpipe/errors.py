@@ -24,3 +24,7 @@ class InputDataError(TfpipeError):
 
 class RecordsError(TfpipeError):
     """A records folder is missing, corrupt, or from an unsupported format version."""
+
+
+class DiskFullError(TfpipeError):
+    """The disk under ``data.output`` ran out of space (ENOSPC/EDQUOT) during a build."""

@@ -1,8 +1,13 @@
 """The PNG chart of a bench run: stage throughput (and the ablation) as bar charts.
 
-Left: images/s after each cumulative stage, median bar with a min–max
-whisker, and the model's compute rate as a dashed line, so one look tells
-whether the input keeps up. Right (when measured): the ablation, each variant
+Left: for each stage, the images/s of the pipeline up to and including that
+stage (each prefix timed on its own), median bar with a min–max whisker over
+the repeated windows, and the model's compute rate as a dashed line, so one
+look tells whether the input keeps up. The bars need not shrink from stage
+to stage: a later prefix can be faster than an earlier one when its stage
+changes how work is grouped (batching amortises per-element overhead,
+prefetch overlaps steps), and two bars whose whiskers overlap are within
+the noise of the measurement. Right (when measured): the ablation, each variant
 as a fraction of the full pipeline. Drawn with matplotlib's Agg backend (no
 display needed) and written atomically.
 
@@ -60,7 +65,7 @@ def write_chart(report: BenchReport, path: str | Path) -> Path:
 
 
 def draw_stages(ax, report: BenchReport) -> None:
-    """Horizontal bars: median images/s per cumulative stage, whiskers min–max."""
+    """Horizontal bars: median images/s of the pipeline up to each stage, whiskers min–max."""
     stages = report.stages
     names = [f"{i + 1}. {m.name}" for i, m in enumerate(stages)]
     medians, lows, highs = whiskers(stages)
@@ -95,8 +100,12 @@ def draw_stages(ax, report: BenchReport) -> None:
         )
         ax.legend(loc="lower right", fontsize=8)
     unit = "images/s, log scale" if log else "images/s"
-    ax.set_xlabel(f"{unit} (median of repeats; whisker = min–max)")
-    ax.set_title("Throughput after each cumulative stage", fontsize=10)
+    ax.set_xlabel(f"{unit}; {spread_note(stages)}")
+    ax.set_title(
+        "Throughput of the pipeline up to and including each stage\n"
+        "(each prefix timed separately; a later one can be faster)",
+        fontsize=10,
+    )
     ax.grid(axis="x", alpha=0.3)
 
 
@@ -116,6 +125,14 @@ def draw_ablation(ax, ablation: list[Measurement]) -> None:
     ax.set_title("Ablation: one optimisation off at a time", fontsize=10)
     ax.set_xlim(0, 1.35 * max([*fractions, 1.0]))
     ax.grid(axis="x", alpha=0.3)
+
+
+def spread_note(ms: list[Measurement]) -> str:
+    """What the bar and whisker of a stage stand for, given how many windows were timed."""
+    windows = min((len(m.rates) for m in ms), default=0)
+    if windows < 2:
+        return "one timed window per stage: no spread shown (bench.repeats >= 2 adds it)"
+    return f"bar = median of {windows} timed windows, whisker = min–max"
 
 
 def whiskers(ms: list[Measurement]) -> tuple[list[float], list[float], list[float]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from tfpipe.cli.common import experiment_args, load_args
@@ -19,10 +20,15 @@ def _add_make_demo_data(sub: argparse._SubParsersAction) -> None:
         "With --kind classification: DIR/images/*.png and DIR/labels.csv (path,labels).",
     )
     p.add_argument("dir", type=Path, help="output folder")
-    p.add_argument("--kind", choices=["segmentation", "classification"], default="segmentation")
+    p.add_argument(
+        "--kind",
+        choices=["segmentation", "classification"],
+        default="segmentation",
+        help="slides with RLE masks (default), or images with multi-hot labels",
+    )
     p.add_argument("--slides", type=int, default=None, help="number of slides/images")
     p.add_argument("--size", type=int, default=None, help="slide side in pixels")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same files)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing DIR")
 
 
@@ -49,12 +55,24 @@ def _add_build_records(sub: argparse._SubParsersAction) -> None:
         help="tile, filter, resize, shuffle and shard source images into TFRecords",
         description="Offline ETL: stream slides window by window, cut tiles, drop "
         "background, resize once, shuffle globally, and write sharded TFRecords grouped "
-        "into folds by source image, with manifest.json.",
+        "into folds by source image, with manifest.json. The build writes into "
+        "OUTPUT.tmp-<pid> and renames it at the end; Ctrl-C, SIGTERM or an error removes "
+        "it (exit 130, 143 or 2), and the next build removes those of builds killed with "
+        "kill -9. One build per output at a time (OUTPUT.lock).",
     )
-    experiment_args(p)
+    experiment_args(p, example="data.tile_size=512")
     p.add_argument("--output", type=Path, default=None, help="override data.output")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: cores)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing output folder (once the new build has succeeded)",
+    )
+    p.add_argument(
+        "--wait-lock",
+        action="store_true",
+        help="if another build is writing the same output, wait for it instead of failing",
+    )
 
 
 def _run_build_records(args: argparse.Namespace) -> int:
@@ -63,10 +81,16 @@ def _run_build_records(args: argparse.Namespace) -> int:
         args.overrides.append(f"data.workers={args.workers}")
     exp = load_args(args)
     from tfpipe.records.build import build_records
+    from tfpipe.records.lifecycle import Terminated
 
     if args.output is not None:
         exp.data.output = args.output
-    build_records(exp.data, overwrite=args.overwrite)
+    try:
+        build_records(exp.data, overwrite=args.overwrite, wait_lock=args.wait_lock)
+    except Terminated as stop:
+        # KeyboardInterrupt (Ctrl-C) goes on to the usual 130; SIGTERM gets its own 128 + 15.
+        print(f"tfpipe build-records: terminated ({stop}); nothing was written", file=sys.stderr)
+        return 128 + stop.signum
     return 0
 
 
@@ -77,12 +101,15 @@ def _add_inspect_records(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "inspect-records",
         help="summarise a records folder, verify checksums, write a contact sheet",
+        description="Print counts per fold, source and shard from manifest.json; check every "
+        "shard's size, sha256 and record count against it (exit 1 on a mismatch); write a "
+        "PNG contact sheet of random tiles with their masks outlined.",
     )
     p.add_argument("records", type=Path, help="records folder (holds manifest.json)")
     p.add_argument("--sheet", type=Path, default=None, help="PNG path (default: RECORDS/sheet.png)")
     p.add_argument("--tiles", type=int, default=32, help="tiles on the contact sheet")
     p.add_argument("--no-verify", action="store_true", help="skip sha256 verification")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed that picks the contact-sheet tiles")
 
 
 def _run_inspect_records(args: argparse.Namespace) -> int:
@@ -148,7 +175,7 @@ def _add_bench_input(sub: argparse._SubParsersAction) -> None:
         "the verdict (input- or compute-bound) and advice; write bench.json, bench.md and "
         "stages.png. Defaults come from the experiment's bench section (--set bench.KEY=V).",
     )
-    experiment_args(p)
+    experiment_args(p, example="input.batch_size=64")
     p.add_argument(
         "--sweep",
         action="append",

@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tfpipe.cli.common import DEFAULT_EXPERIMENT, experiment_args, load_args
+from tfpipe.cli.common import (
+    DEFAULT_EXPERIMENT,
+    experiment_args,
+    import_tensorflow_quietly,
+    load_args,
+)
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -14,9 +19,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="train the experiment's model on its records, fold by fold",
         description="Keras training driven by one YAML file: k-fold cross-validation by "
         "source image, per-fold best checkpoints, history, TensorBoard logs and a summary "
-        "in runs/<timestamp>-<name>/.",
+        "in runs/<timestamp>-<name>/. The folds, records and model are checked first: a run "
+        "that fails before its first training step leaves no folder behind.",
     )
-    experiment_args(p, required=True)
+    experiment_args(p, required=True, example="train.epochs=3")
     p.add_argument(
         "--fold",
         type=int,
@@ -26,25 +32,49 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="validate on fold K only (repeatable; default: train.folds)",
     )
     p.add_argument(
-        "--resume", default=None, metavar="RUN_DIR", help="resume an interrupted run ('latest')"
+        "--resume",
+        default=None,
+        metavar="RUN_DIR",
+        help="continue an interrupted run with its own config: a run folder, its name, or "
+        "'latest' (the newest run with a backup or finished fold to continue from)",
     )
-    p.add_argument("--name", default=None, help="run name (default: experiment name)")
+    p.add_argument(
+        "--name", default=None, help="run name, the folder's suffix (default: experiment name)"
+    )
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    exp = load_args(args)  # before TensorFlow loads: a config error answers at once
+    import_tensorflow_quietly()
     from tfpipe.cli.input_errors import damaged_records_as_errors
     from tfpipe.train.trainer import train_experiment
 
-    exp = load_args(args)
     with damaged_records_as_errors(exp.data.output):
         train_experiment(exp, folds=args.fold, resume=args.resume, name=args.name)
     return 0
 
 
 def _add_runs(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("runs", help="print the experiment log: what changed and the CV score")
-    p.add_argument("--runs-dir", type=Path, default=Path("runs"))
-    p.add_argument("--baseline", default=None, help="compare every run with this run")
+    p = sub.add_parser(
+        "runs",
+        help="print the experiment log: what changed and the CV score",
+        description="One row per run folder: the settings it changed against the run before "
+        "it (or --baseline), its cross-validation mean ± std, folds done, time over all "
+        "sessions, and status. A table on a terminal; Markdown when piped or redirected.",
+    )
+    p.add_argument(
+        "--runs-dir",
+        type=Path,
+        default=Path("runs"),
+        help="folder holding the run folders (train.runs_dir; default: runs)",
+    )
+    p.add_argument(
+        "--baseline",
+        default=None,
+        metavar="RUN",
+        help="compare every run with this run (folder, name or 'latest') instead of the "
+        "previous one",
+    )
     p.add_argument("--csv", type=Path, default=None, help="also write the table as CSV")
     p.add_argument("--markdown", type=Path, default=None, help="also write the table as Markdown")
 
@@ -60,9 +90,16 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "predict",
         help="whole-slide prediction with overlap, TTA and fold ensembles, written as RLE",
+        description="Predict every slide in predict.images with overlapping windows, test-time "
+        "augmentation and the average of a run's fold models; write the masks as RLE to a "
+        "submission CSV (and optionally mask images and probability maps).",
     )
-    experiment_args(p, required=True)
-    p.add_argument("--checkpoint", required=True, help="run folder (all folds) or .keras file")
+    experiment_args(p, required=True, example="predict.threshold=0.4")
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        help="run folder (ensemble of its folds), fold folder, .keras file, or 'latest'",
+    )
     p.add_argument("--images", type=Path, default=None, help="folder of slides (predict.images)")
     p.add_argument("--out", type=Path, default=None, help="submission CSV (predict.out)")
     p.add_argument("--save-masks", type=Path, default=None, help="also write mask PNG/TIFFs here")
@@ -75,9 +112,10 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_predict(args: argparse.Namespace) -> int:
+    exp = load_args(args)
+    import_tensorflow_quietly()
     from tfpipe.predict.slides import predict_slides
 
-    exp = load_args(args)
     predict_slides(
         exp,
         checkpoint=args.checkpoint,
@@ -90,7 +128,12 @@ def _run_predict(args: argparse.Namespace) -> int:
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="dice per slide against RLE truth, threshold sweep")
+    p = sub.add_parser(
+        "evaluate",
+        help="dice per slide against RLE truth, threshold sweep",
+        description="Score predictions against the truth: dice per slide and overall, a "
+        "threshold sweep when probability maps are given, and an optional overlay PNG.",
+    )
     p.add_argument("--pred", type=Path, required=True, help="prediction CSV or probability folder")
     p.add_argument("--truth", type=Path, required=True, help="RLE CSV or mask folder")
     p.add_argument("--images", type=Path, default=None, help="slides (for shapes and overlay)")
@@ -124,12 +167,22 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
         help="the whole system on synthetic data: data, records, train, bench, predict, evaluate",
+        description="Run every step on synthetic slides in a few CPU minutes, reusing what an "
+        "earlier demo left when its settings still match.",
     )
-    p.add_argument("--workdir", type=Path, default=Path("demo"), help="where everything goes")
-    p.add_argument("--experiment", type=Path, default=DEFAULT_EXPERIMENT)
+    p.add_argument(
+        "--workdir", type=Path, default=Path("demo"), help="where everything goes (default: demo)"
+    )
+    p.add_argument(
+        "--experiment",
+        type=Path,
+        default=DEFAULT_EXPERIMENT,
+        help=f"experiment the demo shortens for a CPU (default: {DEFAULT_EXPERIMENT})",
+    )
 
 
 def _run_demo(args: argparse.Namespace) -> int:
+    import_tensorflow_quietly()
     from tfpipe.demo import run_demo
 
     run_demo(args.workdir, experiment=args.experiment)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from tfpipe.config.pipeline import DataConfig, InputConfig, Section
 
@@ -61,7 +61,7 @@ class TrainConfig(Section):
     lookahead: LookaheadConfig = LookaheadConfig()
     schedule: Literal["constant", "cosine", "warmup_cosine", "plateau"] = "cosine"
     warmup_epochs: int = Field(1, ge=0)
-    """Linear warm-up from learning_rate / 100 (warmup_cosine only)."""
+    """Linear warm-up from learning_rate / 100 (warmup_cosine only; must be < epochs)."""
     min_learning_rate: float = Field(0.0, ge=0.0)
     """Where cosine / warmup_cosine end, and the floor of plateau."""
     plateau_factor: float = Field(0.5, gt=0.0, lt=1.0)
@@ -104,6 +104,17 @@ class TrainConfig(Section):
         if v != "epoch" and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
             raise ValueError("backup_freq must be 'epoch' or a number of steps >= 1")
         return v
+
+    @model_validator(mode="after")
+    def _warmup_leaves_a_decay(self) -> TrainConfig:
+        # Checked here, not when the optimizer is built, so that it fails before a run starts.
+        if self.schedule == "warmup_cosine" and self.warmup_epochs >= self.epochs:
+            raise ValueError(
+                "train.warmup_epochs must be smaller than train.epochs for schedule "
+                f"warmup_cosine (or the run is all warm-up); got warmup_epochs="
+                f"{self.warmup_epochs}, epochs={self.epochs}"
+            )
+        return self
 
 
 # ------------------------------------------------------------------------ predict

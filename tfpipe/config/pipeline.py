@@ -55,6 +55,11 @@ class DataConfig(Section):
     output: Path = Path("records/kidney")
     level: int = Field(0, ge=0)
     """Pyramid level to read (0 = full resolution)."""
+    float_range: Literal["auto"] | tuple[float, float] = "auto"
+    """Value range of float-pixel slides, mapped linearly to 0-255 (clipped; NaN -> 0).
+    ``auto`` decides per slide from its largest value: <= 1.0 -> ``[0, 1]``;
+    <= 255 -> 0-255 levels; larger -> an error asking for ``[lo, hi]`` here.
+    Integer pixels ignore it (uint16 is always scaled over its full range)."""
     tile_size: int = Field(1024, gt=0)
     """Tile side at source resolution, in pixels."""
     downscale: int = Field(4, ge=1)
@@ -84,6 +89,13 @@ class DataConfig(Section):
     def _tile_multiple(cls, v: int) -> int:
         if v % 32:
             raise ValueError("tile_size must be a multiple of 32")
+        return v
+
+    @field_validator("float_range")
+    @classmethod
+    def _increasing(cls, v: str | tuple[float, float]) -> str | tuple[float, float]:
+        if isinstance(v, tuple) and not v[0] < v[1]:
+            raise ValueError("float_range must be auto or [lo, hi] with lo < hi")
         return v
 
 

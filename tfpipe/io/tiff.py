@@ -17,9 +17,13 @@ Two backends, same results:
 * ``"rasterio"``: GDAL windows; pyramid level ``k > 0`` is GDAL overview ``k - 1``.
 
 Pixel values: ``uint8`` is returned as is; ``uint16`` is scaled over its full
-range to ``uint8`` (``round(v / 257)``, so 65535 -> 255); floats are taken as
-``[0, 1]`` and scaled by 255; 1-bit images give 0/255. An alpha channel is
-dropped (RGBA -> RGB, gray+alpha -> gray).
+range to ``uint8`` (``round(v / 257)``, so 65535 -> 255); 1-bit images give
+0/255; floats are scaled from the slide's value range: the one given to
+:func:`open_slide`, else the rule of :func:`~tfpipe.io.tiff_layout.float_range`
+applied to the slide's largest value (maximum <= 1: ``[0, 1]``; <= 255:
+0-255 levels; else an error), found once per open slide by scanning its
+smallest pyramid level in row bands. An alpha channel is dropped (RGBA -> RGB,
+gray+alpha -> gray).
 
 Example:
     >>> from tfpipe.io.tiff import open_slide
@@ -39,9 +43,17 @@ from typing import Any
 import numpy as np
 
 from tfpipe.errors import InputDataError
-from tfpipe.io.tiff_layout import axis_plan, check_pixel_type, is_reduction, to_uint8
+from tfpipe.io.tiff_layout import (
+    axis_plan,
+    check_pixel_type,
+    float_max,
+    float_range,
+    is_reduction,
+    to_uint8,
+)
 
 BACKENDS = ("tifffile", "rasterio")
+SCAN_VALUES = 1 << 24  # values read at once while scanning a float slide for its maximum
 
 
 class Slide(ABC):
@@ -54,7 +66,10 @@ class Slide(ABC):
         level: The pyramid level read (0 = full resolution).
         levels: Number of pyramid levels in the file.
         dtype: The pixel type stored in the file (before scaling to uint8).
+        backend: ``"tifffile"`` or ``"rasterio"``.
     """
+
+    backend: str
 
     path: Path
     height: int
@@ -63,6 +78,7 @@ class Slide(ABC):
     level: int
     levels: int
     dtype: np.dtype
+    _value_range: tuple[float, float] | None = None
 
     def __enter__(self) -> Slide:
         return self
@@ -86,7 +102,37 @@ class Slide(ABC):
             >>> slide.read_window(-10, 0, 64, 64)[:10].max()  # doctest: +SKIP
             0
         """
-        return to_uint8(self.read_raw(y, x, h, w), self.path)
+        return to_uint8(self.read_raw(y, x, h, w), self.path, self.value_range)
+
+    @property
+    def value_range(self) -> tuple[float, float] | None:
+        """``(lo, hi)`` that float pixels are scaled from (None for integer slides).
+
+        Given to :func:`open_slide`, or found from the slide's largest value
+        on first use (a scan of its smallest level; see the module notes).
+
+        Example:
+            >>> open_slide("float.tiff").value_range  # doctest: +SKIP
+            (0.0, 255.0)
+        """
+        if not np.issubdtype(self.dtype, np.floating):
+            return None
+        if self._value_range is None:
+            self._value_range = float_range(self._scan_max(), self.path)
+        return self._value_range
+
+    def _scan_max(self) -> float:
+        """The largest value of the smallest pyramid level, read in row bands."""
+        smallest = open_slide(self.path, self.levels - 1, self.backend, value_range=(0.0, 1.0))
+        with smallest:
+            rows = max(1, SCAN_VALUES // max(1, smallest.width * smallest.channels))
+            return max(
+                (
+                    float_max(smallest.read_raw(y, 0, rows, smallest.width))
+                    for y in range(0, smallest.height, rows)
+                ),
+                default=0.0,
+            )
 
     def read_raw(self, y: int, x: int, h: int, w: int) -> np.ndarray:
         """Like :meth:`read_window` but in the file's own dtype (for masks holding class ids).
@@ -137,13 +183,21 @@ class Slide(ABC):
         self.channels = 1 if file_channels <= 2 else 3
 
 
-def open_slide(path: str | Path, level: int = 0, backend: str = "tifffile") -> Slide:
+def open_slide(
+    path: str | Path,
+    level: int = 0,
+    backend: str = "tifffile",
+    value_range: tuple[float, float] | None = None,
+) -> Slide:
     """Open a TIFF slide for windowed reads.
 
     Args:
         path: The TIFF file.
         level: Pyramid level (0 = full resolution).
         backend: ``"tifffile"`` (zarr store) or ``"rasterio"`` (GDAL windows).
+        value_range: ``(lo, hi)`` that float pixels are scaled from (e.g. the
+            slide's range found once by the caller); None finds it on first
+            read (see :attr:`Slide.value_range`). Ignored for integer pixels.
 
     Returns:
         A :class:`Slide`; close it (or use ``with``) when done.
@@ -163,13 +217,15 @@ def open_slide(path: str | Path, level: int = 0, backend: str = "tifffile") -> S
         raise InputDataError(f"slide not found: {path}")
     if level < 0:
         raise InputDataError(f"level must be >= 0; got level={level} for {path}")
-    if backend == "rasterio":
-        return RasterioSlide(path, level)
-    return TifffileSlide(path, level)
+    slide = RasterioSlide(path, level) if backend == "rasterio" else TifffileSlide(path, level)
+    slide._value_range = value_range
+    return slide
 
 
 class TifffileSlide(Slide):
     """Windowed reads through tifffile's zarr store (only overlapping tiles are decoded)."""
+
+    backend = "tifffile"
 
     def __init__(self, path: Path, level: int = 0) -> None:
         import tifffile
@@ -226,6 +282,8 @@ class TifffileSlide(Slide):
 
 class RasterioSlide(Slide):
     """Windowed reads through rasterio/GDAL; level ``k > 0`` is GDAL overview ``k - 1``."""
+
+    backend = "rasterio"
 
     def __init__(self, path: Path, level: int = 0) -> None:
         import rasterio

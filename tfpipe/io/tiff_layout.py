@@ -3,8 +3,16 @@
 A slide's series may carry extra singleton axes (``QQSYX``), planar colour
 (``SYX``) or colour planes as pages (``IYX``): :func:`axis_plan` finds Y, X and
 the channel axis and refuses anything with a second image plane.
-:func:`to_uint8` scales uint16 over its full range, floats from ``[0, 1]`` and
-1-bit images to 0/255; :func:`check_pixel_type` refuses other types up front.
+:func:`to_uint8` scales uint16 over its full range, floats from their value
+range and 1-bit images to 0/255; :func:`check_pixel_type` refuses other types
+up front.
+
+Float pixels carry no standard range, so tfpipe applies one rule
+(:func:`float_range`), per slide, from the slide's largest value: at most
+1.0 means ``[0, 1]``; at most 255 means 0-255 levels; anything larger is an
+error asking for the range (``data.float_range: [lo, hi]``, which also
+overrides the rule). Values are mapped linearly from ``[lo, hi]`` to 0-255,
+clipped, and NaN becomes 0.
 
 Example:
     >>> plan = axis_plan("SYX", (3, 4, 5), Path("x.tiff"))
@@ -88,12 +96,23 @@ def is_reduction(candidate: Any, base: Any) -> bool:
     )
 
 
-def to_uint8(pixels: np.ndarray, path: Path | str = "") -> np.ndarray:
-    """Convert slide pixels to uint8 (uint16 full-range, floats in [0, 1], bool to 0/255).
+def to_uint8(
+    pixels: np.ndarray, path: Path | str = "", value_range: tuple[float, float] | None = None
+) -> np.ndarray:
+    """Convert slide pixels to uint8 (uint16 full-range, floats by range, bool to 0/255).
+
+    Args:
+        pixels: Pixels in the file's dtype.
+        path: The file, for error messages.
+        value_range: ``(lo, hi)`` of float pixels; None applies
+            :func:`float_range` to ``pixels`` themselves (right for a whole
+            image; a window of a slide must get the slide's range).
 
     Example:
         >>> to_uint8(np.array([0, 257, 65535], np.uint16)).tolist()
         [0, 1, 255]
+        >>> to_uint8(np.array([0.0, 0.5, 1.0])).tolist(), to_uint8(np.array([0.0, 128.0])).tolist()
+        ([0, 128, 255], [0, 128])
     """
     kind = pixels.dtype
     if kind == np.uint8:
@@ -103,7 +122,40 @@ def to_uint8(pixels: np.ndarray, path: Path | str = "") -> np.ndarray:
     if kind == np.bool_:
         return pixels.astype(np.uint8) * 255
     check_pixel_type(kind, path)
-    return (np.clip(pixels, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    if value_range is None:
+        value_range = float_range(float_max(pixels), path)
+    lo, hi = value_range
+    scaled = (pixels.astype(np.float32) - lo) * np.float32(255.0 / (hi - lo))
+    np.clip(scaled, 0.0, 255.0, out=scaled)
+    np.nan_to_num(scaled, copy=False, nan=0.0)
+    return (scaled + 0.5).astype(np.uint8)
+
+
+def float_max(pixels: np.ndarray) -> float:
+    """The largest non-NaN value of ``pixels`` (0.0 when there is none)."""
+    top = np.fmax.reduce(pixels, axis=None) if pixels.size else np.nan  # fmax skips NaN
+    return 0.0 if np.isnan(top) else float(top)
+
+
+def float_range(maximum: float, path: Path | str = "") -> tuple[float, float]:
+    """The value range of float pixels whose largest value is ``maximum`` (see module notes).
+
+    Raises:
+        InputDataError: ``maximum`` is above 255 (or infinite): no rule fits.
+
+    Example:
+        >>> float_range(0.93), float_range(201.0)
+        ((0.0, 1.0), (0.0, 255.0))
+    """
+    if maximum <= 1.0:
+        return (0.0, 1.0)
+    if maximum <= 255.0:
+        return (0.0, 255.0)
+    raise InputDataError(
+        f"float pixels must lie in [0, 1] or in 0-255 for tfpipe to scale them to 8 bits; "
+        f"got a maximum of {maximum:g} in {path}: set data.float_range: [lo, hi] to the "
+        f"range of these pixels"
+    )
 
 
 def check_pixel_type(dtype: np.dtype, path: Path | str = "") -> None:

@@ -16,10 +16,16 @@ Shaped like a Beam pipeline so it can move to one later (DESIGN.md):
 The worker pool is started first, so that its start-up overlaps step 1.
 Disk: the spill files and the shards coexist until the last shard is
 written, so a build needs free space of about twice the dataset's size next
-to ``data.output``. Nothing half-written survives: any failure or Ctrl-C
-removes the temporary folder; an existing output is replaced
-(``overwrite=True``) only after the new build has succeeded. Same config and
-seed give identical shard bytes, whatever the worker count (only the
+to ``data.output`` (checked up front and before the shards; a full disk is
+one :class:`~tfpipe.errors.DiskFullError` line, see
+:mod:`~tfpipe.records.diskspace`). Nothing half-written survives: any
+failure, Ctrl-C or SIGTERM removes the temporary folder; an existing output
+is replaced (``overwrite=True``) only after the new build has succeeded. One
+build at a time per output (``<output>.lock``), and temp folders of builds
+killed with ``kill -9`` are removed by the next build into the same output
+(:mod:`~tfpipe.records.lifecycle`). A slide none of whose tiles shows tissue
+is reported (a warning; an error if every slide is blank). Same config
+and seed give identical shard bytes, whatever the worker count (only the
 manifest's times differ).
 
 Example:
@@ -32,9 +38,9 @@ Example:
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
+import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -43,8 +49,15 @@ from tqdm import tqdm
 
 from tfpipe import __version__
 from tfpipe.config import DataConfig
-from tfpipe.errors import ConfigError, RecordsError
+from tfpipe.errors import ConfigError, InputDataError, RecordsError
 from tfpipe.records import format as fmt
+from tfpipe.records.diskspace import SpaceBudget, is_disk_full
+from tfpipe.records.lifecycle import (
+    output_lock,
+    remove_stale_temps,
+    temp_path,
+    terminate_as_interrupt,
+)
 from tfpipe.records.manifest import Manifest, ShardInfo, write_manifest
 from tfpipe.records.mapper import UnitResult
 from tfpipe.records.mapstage import WorkerPool, default_workers, map_settings, plan_units
@@ -54,21 +67,30 @@ from tfpipe.records.summary import MapTotals, dataset_stats, merge_results, prin
 from tfpipe.records.writer import ShardWriter, plan_shards
 
 
-def build_records(cfg: DataConfig, overwrite: bool = False, progress: bool = True) -> Manifest:
+def build_records(
+    cfg: DataConfig, overwrite: bool = False, progress: bool = True, wait_lock: bool = False
+) -> Manifest:
     """Build the records folder ``cfg.output`` from the sources in ``cfg``.
 
     Args:
         cfg: The ``data`` section of an experiment.
         overwrite: Replace an existing ``cfg.output`` (after the new build succeeded).
         progress: Show progress bars and print the summary table.
+        wait_lock: When another build holds ``<output>.lock``, wait for it
+            instead of raising :class:`~tfpipe.records.lifecycle.OutputLockedError`.
 
     Returns:
         The written :class:`~tfpipe.records.manifest.Manifest` (``root`` = output).
 
     Raises:
-        RecordsError: the output exists and ``overwrite`` is False.
-        InputDataError: a source is missing, unreadable or inconsistent.
+        RecordsError: the output exists and ``overwrite`` is False, or another
+            build holds its lock (``OutputLockedError``).
+        InputDataError: a source is missing, unreadable or inconsistent, or
+            every slide came out blank.
         ConfigError: fewer source images than folds, or a missing setting.
+        DiskFullError: the disk under the output filled up (or would have).
+        Terminated: SIGTERM arrived (a ``KeyboardInterrupt``, like Ctrl-C);
+            the temporary folder was removed.
 
     Example:
         >>> m = build_records(DataConfig(source="unlabelled", images="slides",
@@ -76,11 +98,30 @@ def build_records(cfg: DataConfig, overwrite: bool = False, progress: bool = Tru
     """
     start = time.perf_counter()
     output = Path(cfg.output)
-    if output.exists() and not overwrite:
-        raise RecordsError(
-            f"output folder {output} already exists (data.output); pass --overwrite "
-            f"(overwrite=True) to replace it once the new build succeeds"
-        )
+    with terminate_as_interrupt(), output_lock(output, wait=wait_lock, progress=progress):
+        remove_stale_temps(output, progress)
+        if output.exists() and not overwrite:
+            raise RecordsError(
+                f"output folder {output} already exists (data.output); pass --overwrite "
+                f"(overwrite=True) to replace it once the new build succeeds"
+            )
+        space = SpaceBudget.measure(output)
+        try:
+            manifest = _build(output, cfg, space, progress, start)
+        except OSError as err:
+            if not is_disk_full(err):
+                raise
+            raise space.error(err) from None
+    manifest.root = output
+    if progress:
+        print_summary(manifest)
+    return manifest
+
+
+def _build(
+    output: Path, cfg: DataConfig, space: SpaceBudget, progress: bool, start: float
+) -> Manifest:
+    """Discover, build into ``<output>.tmp-<pid>`` and publish; the temp folder never survives."""
     with WorkerPool(cfg.workers or default_workers()) as pool:
         plan = discover_sources(cfg)
         discovered = time.perf_counter()
@@ -89,19 +130,17 @@ def build_records(cfg: DataConfig, overwrite: bool = False, progress: bool = Tru
                 f"data.folds must not exceed the number of source images (folds hold whole "
                 f"images); got folds={cfg.folds} for {len(plan.items)} image(s) in {cfg.images}"
             )
-        tmp = output.with_name(f"{output.name}.tmp-{os.getpid()}")
+        space.estimate(plan, cfg)
+        tmp = temp_path(output)
         shutil.rmtree(tmp, ignore_errors=True)
         try:
             (tmp / "spill").mkdir(parents=True)
-            manifest = _build_into(tmp, plan, cfg, pool, progress, (start, discovered))
+            manifest = _build_into(tmp, plan, cfg, pool, space, progress, (start, discovered))
             _publish(tmp, output)
         except BaseException:
             pool.close()  # running units must stop writing before the folder goes
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-    manifest.root = output
-    if progress:
-        print_summary(manifest)
     return manifest
 
 
@@ -110,6 +149,7 @@ def _build_into(
     plan: SourcePlan,
     cfg: DataConfig,
     pool: WorkerPool,
+    space: SpaceBudget,
     progress: bool,
     times: tuple[float, float],
 ) -> Manifest:
@@ -122,8 +162,10 @@ def _build_into(
 
     ids = [item.image_id for item in plan.items]
     totals = merge_results(ids, results)
+    check_blank(totals, results, plan.task, cfg)
     table = record_table(ids, results)
     del results  # the table holds the same locations as compact arrays
+    space.check_shards(int(table.length.sum()), cfg.compression)
     folds = assign_folds({sid: s.kept for sid, s in totals.sources.items()}, cfg.folds)
     for sid, fold in folds.items():
         totals.sources[sid].fold = fold
@@ -142,6 +184,43 @@ def _build_into(
     manifest.config["workers"] = pool.workers
     write_manifest(manifest, tmp)
     return manifest
+
+
+def check_blank(totals: MapTotals, results: list[UnitResult], task: str, cfg: DataConfig) -> None:
+    """Warn about each slide none of whose tiles shows tissue; fail if that is every slide.
+
+    A tile shows tissue when it passes ``data.filter`` and is not one flat
+    colour. A slide without any such tile is empty, or its pixels were
+    scaled wrongly (e.g. float pixels outside ``data.float_range``); tiles
+    with mask pixels are still written (they always are), which the summary
+    table alone would not reveal.
+
+    Raises:
+        InputDataError: every slide came out blank.
+    """
+    if task == "classification":  # whole images, no tissue filter
+        return
+    informative = dict.fromkeys(totals.sources, 0)
+    for r in results:
+        for sid, n in r.informative.items():
+            informative[sid] += n
+    blank = [sid for sid, s in totals.sources.items() if s.tiles_total and not informative[sid]]
+    rule = (
+        f"no tile has >= {cfg.filter.min_tissue_fraction:g} tissue under data.filter and "
+        "more than one colour: an empty slide, or pixels scaled wrongly "
+        "(float slides: see data.float_range)"
+    )
+    if blank and len(blank) == len(totals.sources):
+        raise InputDataError(
+            f"every slide in {cfg.images} came out blank ({len(blank)} slide(s)): {rule}"
+        )
+    for sid in blank:
+        s = totals.sources[sid]
+        warnings.warn(
+            f"slide {sid} came out blank: {rule}; {s.kept} of its {s.tiles_total} tiles "
+            "were written (tiles with mask pixels are always kept)",
+            stacklevel=2,
+        )
 
 
 def record_table(source_ids: list[str], results: list[UnitResult]) -> RecordTable:
@@ -233,7 +312,7 @@ def _publish(tmp: Path, output: Path) -> None:
     if not output.exists():
         tmp.rename(output)
         return
-    old = output.with_name(f"{output.name}.old-{os.getpid()}")
+    old = temp_path(output, "old")
     output.rename(old)
     try:
         tmp.rename(output)

@@ -12,6 +12,12 @@ bottom/right to a square and resized whole (``cv2.INTER_AREA``) to
 ``tile_size // downscale`` pixels; gray images are replicated to RGB, and
 every image is kept (the tissue filter does not apply).
 
+Float pixels are scaled by the slide's value range (see
+:func:`tfpipe.io.tiff_layout.float_range`): discovery finds it once per slide
+(or takes ``data.float_range``) and every unit of that slide uses it, so all
+tiles of a slide share one scale; a whole classification image is scaled by
+its own range.
+
 Example:
     >>> unit_rows(10, 4)
     [(0, 4), (4, 8), (8, 10)]
@@ -44,6 +50,7 @@ from tfpipe.records.tiling import (
     pad_to_square,
     resize_image,
     resize_mask,
+    tissue_fraction,
 )
 from tfpipe.records.writer import frame_record
 
@@ -59,6 +66,8 @@ class MapSettings:
     encoding: str
     jpeg_quality: int
     level: int
+    float_range: tuple[float, float] | None = None
+    """``data.float_range`` for float pixels; None = detect per image ("auto")."""
 
 
 @dataclass
@@ -74,6 +83,7 @@ class WorkUnit:
     labels: LabelSpec = field(default_factory=LabelSpec)
     images: list[tuple[str, Path, tuple[int, ...]]] = field(default_factory=list)
     tiles: int = 0  # grid tiles in the unit (for the progress bar)
+    value_range: tuple[float, float] | None = None  # float slides: pixel values -> 0..255
 
 
 @dataclass
@@ -91,6 +101,9 @@ class UnitResult:
     source_seconds: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
     tiles: int = 0
+    informative: dict[str, int] = field(default_factory=dict)
+    """Per source id: tiles that show tissue and are not constant (0 for a blank slide).
+    Positive tiles count only if they pass the tissue rule too (they are kept either way)."""
 
 
 def unit_rows(bands: int, per_unit: int) -> list[tuple[int, int]]:
@@ -184,7 +197,7 @@ def _map_slide(unit: WorkUnit, s: MapSettings, sink: _Sink) -> None:
     width = xs[-1] + tile_size
     mask_reader = open_labels(unit.labels)
     try:
-        with open_slide(unit.path, level=s.level) as slide:
+        with open_slide(unit.path, level=s.level, value_range=unit.value_range) as slide:
             bands = iter_bands(slide.read_window, unit.ys, tile_size, width)
             masks = (
                 iter_bands(mask_reader.read_window, unit.ys, tile_size, width)
@@ -215,17 +228,28 @@ def _map_tile(
     mask_any = None if mask is None else bool(mask.any())
     decision = decide(small, mask_any, s.filter, s.keep_empty_fraction, (s.seed, image_id, y, x))
     sink.count(image_id, "tiles_total")
+    if _informative(small, decision, bool(mask_any), s.filter):
+        sink.result.informative[image_id] = sink.result.informative.get(image_id, 0) + 1
     if decision is Decision.KEPT:
         sink.add(image_id, y, x, small, mask)
     else:
         sink.count(image_id, decision.value)
 
 
+def _informative(small: np.ndarray, decision: Decision, positive: bool, rule: TissueRule) -> bool:
+    """Whether a tile shows tissue and is not one flat colour (how blank slides are found)."""
+    if positive:  # kept without the tissue test: run it here
+        tissue = tissue_fraction(small, rule) >= rule.min_tissue_fraction
+    else:
+        tissue = decision is not Decision.BACKGROUND
+    return tissue and int(small.max()) != int(small.min())
+
+
 def _map_images(unit: WorkUnit, s: MapSettings, sink: _Sink) -> None:
     """Resize whole classification images and attach their multi-hot labels."""
     for image_id, path, classes in unit.images:
         start = time.perf_counter()
-        image = _rgb(read_image(path))
+        image = _rgb(read_image(path, s.float_range))
         small = resize_image(pad_to_square(image), s.spec.out_size)
         sink.count(image_id, "tiles_total")
         sink.add(image_id, 0, 0, small, classes=classes)
@@ -239,8 +263,11 @@ def _rgb(tile: np.ndarray) -> np.ndarray:
     return np.repeat(tile, 3, axis=-1) if tile.shape[-1] == 1 else tile
 
 
-def read_image(path: Path) -> np.ndarray:
+def read_image(path: Path, value_range: tuple[float, float] | None = None) -> np.ndarray:
     """Decode a whole image as ``(H, W, C)`` uint8 RGB or gray (TIFF via tfpipe.io).
+
+    Float pixels are scaled from ``value_range``, or from the range the
+    image's own maximum gives (:func:`~tfpipe.io.tiff_layout.float_range`).
 
     Raises:
         InputDataError: the file cannot be decoded.
@@ -251,11 +278,12 @@ def read_image(path: Path) -> np.ndarray:
     """
     if path.suffix.lower() in (".tif", ".tiff"):
         with open_slide(path) as slide:
-            return slide.read_window(0, 0, slide.height, slide.width)
+            pixels = slide.read_raw(0, 0, slide.height, slide.width)
+        return to_uint8(pixels, path, value_range)
     pixels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if pixels is None:
         raise InputDataError(f"cannot decode image {path} (OpenCV could not read it)")
-    pixels = to_uint8(pixels, path)
+    pixels = to_uint8(pixels, path, value_range)
     if pixels.ndim == 2:
         return pixels[..., None]
     if pixels.shape[2] == 2:  # gray + alpha

@@ -11,9 +11,14 @@ interpreter that imports the worker modules once (NumPy, OpenCV, tifffile,
 zarr: ~1.3 CPU-seconds), and each worker is a cheap fork of it; the server
 lives as long as the main process, so later builds start their workers at
 once. Workers run OpenCV single-threaded (the pool is the parallelism) and
-ignore SIGINT; Ctrl-C is handled once, in the main process, which cancels the
-queue, waits for running units and lets the caller remove the temporary
-folder. With ``workers=1`` the units run in the main process (no pool).
+ignore SIGINT and SIGTERM; Ctrl-C and SIGTERM are handled once, in the main
+process, which cancels the queue, waits for running units and lets the caller
+remove the temporary folder. A worker also watches the main process (a
+thread polls its pid every ``WATCH_SECONDS``) and exits as soon as it is gone:
+after a ``kill -9`` of the main process nothing else would stop it, and while
+workers live the fork server and the resource tracker live too (each worker
+holds their pipes open). With ``workers=1`` the units run in the main process
+(no pool).
 
 Example:
     >>> bands_per_unit(total_bands=40, workers=2)
@@ -26,9 +31,11 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 
+import psutil
 from tqdm import tqdm
 
 from tfpipe.config import DataConfig
@@ -39,7 +46,8 @@ from tfpipe.records.tiling import TileSpec, TissueRule, grid_positions
 
 IMAGES_PER_UNIT = 64  # classification images per unit
 # Imported once by the fork server, inherited by every worker it forks.
-WORKER_MODULES = ("tfpipe.records.mapper", "tifffile", "zarr")
+WORKER_MODULES = ("tfpipe.records.mapper", "tifffile", "zarr", "psutil")
+WATCH_SECONDS = 0.5  # how often a worker checks that the main process is still alive
 
 
 def default_workers() -> int:
@@ -65,6 +73,7 @@ def map_settings(cfg: DataConfig) -> MapSettings:
         encoding=cfg.encoding,
         jpeg_quality=cfg.jpeg_quality,
         level=cfg.level,
+        float_range=None if cfg.float_range == "auto" else tuple(cfg.float_range),
     )
 
 
@@ -113,6 +122,7 @@ def plan_units(plan: SourcePlan, spec: TileSpec, spill_dir: Path, workers: int) 
                     width=item.width,
                     labels=LabelSpec(segments=segments, mask_path=item.labels.mask_path),
                     tiles=(hi - lo) * columns,
+                    value_range=item.value_range,
                 )
             )
     return units
@@ -137,7 +147,7 @@ class WorkerPool:
         self._starter: threading.Thread | None = None
         if workers > 1:
             self._pool = ProcessPoolExecutor(
-                workers, mp_context=_context(), initializer=_init_worker
+                workers, mp_context=_context(), initializer=_init_worker, initargs=(os.getpid(),)
             )
             self._starter = threading.Thread(target=self._start_workers, daemon=True)
             self._starter.start()
@@ -219,8 +229,22 @@ def _context() -> multiprocessing.context.BaseContext:
     return context
 
 
-def _init_worker() -> None:
+def _init_worker(main_pid: int) -> None:
     import cv2
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     cv2.setNumThreads(1)
+    threading.Thread(target=_exit_with, args=(main_pid,), daemon=True).start()
+
+
+def _exit_with(main_pid: int) -> None:
+    """Poll the main process; exit this worker at once when it is gone (e.g. ``kill -9``)."""
+    try:
+        main = psutil.Process(main_pid)
+        while main.is_running() and main.status() != psutil.STATUS_ZOMBIE:
+            time.sleep(WATCH_SECONDS)
+    except psutil.NoSuchProcess:
+        pass
+    # Its build is lost: the unit's spill goes with the temp folder the next build removes.
+    os._exit(1)

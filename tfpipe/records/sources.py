@@ -13,6 +13,10 @@
   relative to ``data.images``. Records carry a multi-hot ``image/class/label``
   in the order of ``data.class_names`` (default: sorted names in the CSV).
 
+Slides with float pixels get their value range here, once per slide
+(``data.float_range``, or found from the slide's largest value: see
+:func:`tfpipe.io.tiff_layout.float_range`), so all its tiles share one scale.
+
 Every problem is an :class:`~tfpipe.errors.InputDataError` naming the file,
 the key or id, and the rule; nothing is discovered half-way through a build.
 
@@ -48,6 +52,7 @@ class SourceItem:
     width: int = 0
     labels: LabelSpec = field(default_factory=LabelSpec)
     classes: tuple[int, ...] | None = None  # multi-hot (classification)
+    value_range: tuple[float, float] | None = None  # float slides: scaled from lo..hi to 0..255
 
 
 @dataclass
@@ -119,6 +124,7 @@ def _slides(cfg: DataConfig) -> list[SourceItem]:
         paths = [p for p in paths if not _is_mask_name(p)]
     if not paths:
         raise InputDataError(f"no slides match data.image_glob={cfg.image_glob!r} in {folder}")
+    fixed = None if cfg.float_range == "auto" else tuple(cfg.float_range)
     items: dict[str, SourceItem] = {}
     for path in paths:
         sid = slide_id(path)
@@ -127,8 +133,11 @@ def _slides(cfg: DataConfig) -> list[SourceItem]:
                 f"image ids must be unique; {items[sid].path.name} and {path.name} in "
                 f"{folder} both give id {sid!r}"
             )
-        with open_slide(path, level=cfg.level) as slide:
-            items[sid] = SourceItem(sid, path, slide.height, slide.width)
+        with open_slide(path, level=cfg.level, value_range=fixed) as slide:
+            # Float slides: the range is found here, once, and every work unit uses it.
+            items[sid] = SourceItem(
+                sid, path, slide.height, slide.width, value_range=slide.value_range
+            )
     return [items[k] for k in sorted(items)]
 
 

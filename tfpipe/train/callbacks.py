@@ -2,14 +2,19 @@
 
 * :class:`NaNGuard` replaces ``TerminateOnNaN``: a non-finite loss stops the run
   with a :class:`TrainingDiverged` error naming the fold, epoch and step.
-* :class:`BestCheckpoint` saves ``best.keras`` when the validation metric improves,
-  through a temporary file (a kill never leaves half a checkpoint).
+* :class:`BestCheckpoint` saves the model's weights (no optimizer state) to
+  ``best.weights.h5`` when the validation metric improves, through a temporary
+  file (a kill never leaves half a checkpoint); :func:`export_best` turns
+  them into the fold's ``best.keras`` once, when the fold ends. The optimizer
+  state (2-3x the weights with Adam and Lookahead) lives only in the backup.
 * :class:`StepBackup` is ``keras.callbacks.BackupAndRestore`` with exact progress:
   it records the epoch *and* the steps done in it, writes each backup atomically,
   and restores once, so a run killed mid-epoch resumes at the very step it reached.
 * :class:`EpochClock` measures training throughput (validation time excluded).
 * :class:`ResumableEarlyStopping` starts from the best value and patience count of
   the epochs run before an interruption.
+* :class:`FirstStep` tells whether training began (a new run that failed
+  before its first step is removed).
 
 Example:
     >>> guard = NaNGuard(fold=0)
@@ -81,8 +86,35 @@ def save_model_atomic(model: keras.Model, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def save_weights_atomic(model: keras.Model, path: Path) -> None:
+    """The model's weights without its optimizer state, to ``path`` (``*.weights.h5``)."""
+    tmp = path.with_name(f".tmp-{path.name}")
+    skip = [model.optimizer] if model.optimizer is not None else []
+    keras.saving.save_weights(model, tmp, objects_to_skip=skip)
+    os.replace(tmp, path)
+
+
+def export_best(model: keras.Model, weights: Path, path: Path) -> bool:
+    """Write ``path`` (``best.keras``) from the best epoch's ``weights``; remove ``weights``.
+
+    The ``.keras`` file holds the architecture and the weights but no
+    optimizer state: it is for prediction (and ``model.init_checkpoint``),
+    while resuming uses the backup. False when there are no best weights.
+    """
+    weights.with_name(f".tmp-{weights.name}").unlink(missing_ok=True)  # a killed save's
+    if not weights.is_file():
+        return False
+    # From the config: same layers and names, never compiled (clone_model would
+    # compile the copy, and the saved file would carry an optimizer again).
+    inference = keras.Model.from_config(model.get_config())
+    inference.load_weights(weights)
+    save_model_atomic(inference, path)
+    weights.unlink()
+    return True
+
+
 class BestCheckpoint(keras.callbacks.Callback):
-    """Save the model to ``path`` whenever ``monitor`` beats the best value so far (max mode)."""
+    """Save the weights to ``path`` whenever ``monitor`` beats the best value so far (max mode)."""
 
     def __init__(self, path: Path, monitor: str, best: float | None = None) -> None:
         super().__init__()
@@ -96,7 +128,21 @@ class BestCheckpoint(keras.callbacks.Callback):
             return
         if self.best is None or _scalar(value) > self.best:
             self.best = _scalar(value)
-            save_model_atomic(self.model, self.path)
+            save_weights_atomic(self.model, self.path)
+
+
+class FirstStep(keras.callbacks.Callback):
+    """``seen`` turns True when the first training step of any ``fit`` it is given to begins.
+
+    On the step's begin, not its end: a step that diverges has still trained.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = False
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        self.seen = True
 
 
 class EpochClock(keras.callbacks.Callback):
@@ -153,8 +199,10 @@ class StepBackup(keras.callbacks.BackupAndRestore):
 
     Each backup is ``ckpt-<epoch>-<step>.weights.h5`` (model + optimizer state,
     slow Lookahead weights included), then ``training_metadata.json`` naming
-    it; older backups are removed only after. :meth:`progress` tells the
-    trainer where to resume: ``(epoch, steps done in that epoch)``.
+    it; older backups (and temporary files a kill left) are removed only
+    after, so one backup is kept, two for a moment while the next is written.
+    :meth:`progress` tells the trainer where to resume: ``(epoch, steps done
+    in that epoch)``.
 
     Args:
         backup_dir: The fold's ``backup/`` folder.
@@ -240,7 +288,7 @@ class StepBackup(keras.callbacks.BackupAndRestore):
         tmp_meta = self.metadata_path.with_suffix(".json.tmp")
         tmp_meta.write_text(json.dumps(meta))
         os.replace(tmp_meta, self.metadata_path)
-        for old in folder.glob("ckpt-*.weights.h5"):
+        for old in folder.glob("*ckpt-*.weights.h5"):  # tmp-ckpt-* of a killed save too
             if old.name != name:
                 old.unlink(missing_ok=True)
 

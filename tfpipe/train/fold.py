@@ -58,6 +58,11 @@ from tfpipe.train.optim import build_optimizer, make_optimizer, plateau_callback
 from tfpipe.train.rundir import RESULT_NAME, RunDir
 from tfpipe.train.summary import FoldResult
 
+BEST_WEIGHTS = "best.weights.h5"
+"""The best epoch's weights while the fold runs (no optimizer state)."""
+BEST_MODEL = "best.keras"
+"""The fold's product, written once from :data:`BEST_WEIGHTS` when the fold ends."""
+
 
 @dataclass
 class FoldJob:
@@ -117,9 +122,12 @@ def train_fold(job: FoldJob) -> FoldResult:
         job.console.print(f"interrupted: saved {folder / 'last.keras'}; resume with --resume")
         raise
     seconds = seconds_before + time.perf_counter() - t0
+    cb.export_best(model, folder / BEST_WEIGHTS, folder / BEST_MODEL)
     result = fold_result(job, model, val_ds, folder, clock, seconds)
     job.run.write_json(f"fold{job.fold}/{RESULT_NAME}", result.to_json())
+    # Resume state and the Ctrl-C model are superseded once the fold is done.
     shutil.rmtree(folder / "backup", ignore_errors=True)
+    (folder / "last.keras").unlink(missing_ok=True)
     return result
 
 
@@ -212,12 +220,13 @@ def make_callbacks(
     monitor, train = f"val_{job.metric}", job.exp.train
     rows = cb.read_history(folder / "history.csv")
     best_row, since_best = cb.best_of(rows, monitor)
-    best = best_row[monitor] if best_row and (folder / "best.keras").is_file() else None
+    saved = (folder / BEST_WEIGHTS).is_file() or (folder / BEST_MODEL).is_file()
+    best = best_row[monitor] if best_row and saved else None
     callbacks: list[keras.callbacks.Callback] = [
         cb.NaNGuard(job.fold, step_offset=backup.step_offset),
         clock,
         keras.callbacks.CSVLogger(str(folder / "history.csv"), append=True),
-        cb.BestCheckpoint(folder / "best.keras", monitor, best=best),
+        cb.BestCheckpoint(folder / BEST_WEIGHTS, monitor, best=best),
         keras.callbacks.TensorBoard(
             str(folder / "tb"), write_graph=False, update_freq="epoch", profile_batch=0
         ),
@@ -300,9 +309,9 @@ def fold_result(
         seconds=round(seconds, 2),
         images_per_second=round(clock.images_per_second(job.global_batch), 2),
     )
-    if job.metric == "auc" and (folder / "best.keras").is_file():
+    if job.metric == "auc" and (folder / BEST_MODEL).is_file():
         result.label_auc = label_aucs(
-            load_model(folder / "best.keras"), val_ds, job.plan.manifest.class_names
+            load_model(folder / BEST_MODEL), val_ds, job.plan.manifest.class_names
         )
     return result
 

@@ -6,15 +6,19 @@ Layout::
       config.yaml          # the resolved experiment (every default filled in)
       summary.json         # written when every fold is done
       fold0/
-        best.keras         # best epoch on the validation metric
-        last.keras         # only after Ctrl-C
+        best.keras         # best epoch on the validation metric, no optimizer state
+        best.weights.h5    # while the fold runs: the best epoch's weights (no optimizer)
+        last.keras         # only after Ctrl-C; removed when the resumed fold is done
         history.csv        # one row per epoch (CSVLogger)
         tb/                # TensorBoard logs
         backup/            # BackupAndRestore state while the fold runs (for --resume)
         result.json        # the fold's result; its presence marks the fold as done
 
 Every file is written to a temporary name and renamed, so a killed run never
-leaves a half-written file behind. This module imports no TensorFlow.
+leaves a half-written file behind. A run that fails before its first training
+step is removed again by the trainer (nothing in it to resume or compare), so
+``--resume latest`` and ``tfpipe runs`` only meet runs that trained.
+This module imports no TensorFlow.
 
 Example:
     >>> run = create_run(Path("runs"), "kidney", exp)         # doctest: +SKIP
@@ -39,6 +43,7 @@ from tfpipe.errors import ConfigError
 CONFIG_NAME = "config.yaml"
 SUMMARY_NAME = "summary.json"
 RESULT_NAME = "result.json"
+BACKUP_META = "backup/training_metadata.json"
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,33 @@ class RunDir:
         path = self.path / relative
         write_text_atomic(path, json.dumps(data, indent=2) + "\n")
         return path
+
+    def fold_dirs(self) -> list[Path]:
+        """The ``fold{k}/`` folders that exist, in fold order."""
+        found = [p for p in self.path.glob("fold*") if p.is_dir() and p.name[4:].isdigit()]
+        return sorted(found, key=lambda p: int(p.name[4:]))
+
+    def backup_state(self, fold: int) -> dict[str, Any] | None:
+        """The fold's resume backup (``epoch``, ``steps_in_epoch``, ``seconds``), or None
+        when there is none whose weights file exists."""
+        meta = self.read_json(f"fold{fold}/{BACKUP_META}")
+        weights = self.path / f"fold{fold}" / "backup" / str((meta or {}).get("weights", ""))
+        return meta if meta is not None and weights.is_file() else None
+
+    @property
+    def finished(self) -> bool:
+        """Every planned fold is done (``summary.json`` written)."""
+        return self.summary_path.is_file()
+
+    @property
+    def resumable(self) -> bool:
+        """Unfinished, with something to continue from: a finished fold or a fold backup."""
+        if self.finished:
+            return False
+        return any(
+            (d / RESULT_NAME).is_file() or self.backup_state(int(d.name[4:])) is not None
+            for d in self.fold_dirs()
+        )
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -132,6 +164,27 @@ def list_runs(runs_dir: Path) -> list[RunDir]:
     return [
         RunDir(p) for p in sorted(runs_dir.iterdir()) if p.is_dir() and (p / CONFIG_NAME).is_file()
     ]
+
+
+def latest_resumable(runs_dir: Path) -> RunDir:
+    """The newest run that ``--resume`` can continue (:attr:`RunDir.resumable`).
+
+    Raises:
+        ConfigError: no such run; the message says what the other runs are.
+    """
+    runs = list_runs(runs_dir)
+    for run in reversed(runs):
+        if run.resumable:
+            return run
+    if not runs:
+        raise ConfigError(f"--resume latest: no run folder in {runs_dir}")
+    done = sum(r.finished for r in runs)
+    raise ConfigError(
+        f"--resume latest: no resumable run folder in {runs_dir} (a resumable run has a fold "
+        f"backup or a finished fold and no {SUMMARY_NAME}); its {len(runs)} run(s): {done} "
+        f"finished, {len(runs) - done} with nothing to resume. Name a run to --resume to "
+        "continue a particular one"
+    )
 
 
 def resolve_run(runs_dir: Path, spec: str | Path) -> RunDir:

@@ -5,7 +5,8 @@ dotted keys (``model.arch: unet → linknet``) names exactly what an experiment
 changed, whether it came from an edited YAML file or from ``--set``
 overrides. Every run is compared with the run before it, or with one chosen
 ``baseline``; its cross-validation score comes from ``summary.json`` (or, for
-an unfinished run, from the folds done so far).
+an unfinished run, from the folds done so far). A run's time adds up all its
+sessions: a resumed run counts the time before the interruption too.
 
 Example::
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +54,15 @@ class RunRow:
     folds_planned: int
     seconds: float
     complete: bool
+    saved: bool = True
+    """False for a run folder with no finished fold and no backup (killed while starting,
+    or diverged in its first epoch): nothing to resume."""
+
+    @property
+    def status(self) -> str:
+        if self.complete:
+            return "done"
+        return "incomplete" if self.saved else "nothing saved"
 
     def cells(self) -> dict[str, str]:
         """The row as display strings, keyed by :data:`COLUMNS`."""
@@ -63,7 +74,7 @@ class RunRow:
             "min_fold": f"{self.min_fold:.4f}" if scored else "-",
             "folds": f"{self.folds_done}/{self.folds_planned}",
             "time": format_seconds(self.seconds),
-            "status": "done" if self.complete else "incomplete",
+            "status": self.status,
         }
 
 
@@ -125,6 +136,7 @@ def collect_rows(runs_dir: Path, baseline: str | None = None) -> list[RunRow]:
 def _row(run: RunDir, config: dict[str, Any], changes: list[str]) -> RunRow:
     summary = run.read_json("summary.json")
     planned = _planned_folds(config)
+    backups: list[dict[str, Any] | None] = []
     if summary is not None:
         folds = [FoldResult.from_json(f) for f in summary["folds"]]
         seconds, complete = summary.get("seconds", 0.0), True
@@ -134,7 +146,14 @@ def _row(run: RunDir, config: dict[str, Any], changes: list[str]) -> RunRow:
             for path in sorted(run.path.glob(f"fold*/{RESULT_NAME}"))
             if (data := run.read_json(str(path.relative_to(run.path)))) is not None
         ]
-        seconds, complete = sum(f.seconds for f in folds), False
+        # Finished folds plus the training time saved with unfinished folds' backups.
+        backups = [
+            run.backup_state(int(d.name[4:]))
+            for d in run.fold_dirs()
+            if not (d / RESULT_NAME).is_file()
+        ]
+        seconds = sum(f.seconds for f in folds) + sum(b.get("seconds", 0.0) for b in backups if b)
+        complete = False
     metric = folds[0].metric if folds else _metric_of(config)
     agg = summarize(run.name, metric, folds, seconds)
     return RunRow(
@@ -148,6 +167,7 @@ def _row(run: RunDir, config: dict[str, Any], changes: list[str]) -> RunRow:
         folds_planned=planned or len(folds),
         seconds=seconds,
         complete=complete,
+        saved=complete or bool(folds) or any(backups),
     )
 
 
@@ -214,6 +234,10 @@ def print_runs(
 ) -> list[RunRow]:
     """Print the experiment log of ``runs_dir`` as a table; optionally write CSV and Markdown.
 
+    On a terminal the table is drawn with rich (cells wrap to fit); when
+    stdout is a pipe or a file it is printed as the Markdown table, one line
+    per run, so nothing is cut or wrapped.
+
     Args:
         runs_dir: Folder holding the run folders (``train.runs_dir``).
         baseline: Compare every run with this run (``latest``, folder name or path)
@@ -227,32 +251,39 @@ def print_runs(
     Example:
         >>> print_runs("runs", md_path="runs/log.md")  # doctest: +SKIP
     """
-    from rich.console import Console
-    from rich.table import Table
-
     rows = collect_rows(Path(runs_dir), baseline)
-    console = Console()
     if not rows:
-        console.print(f"no runs in {runs_dir}")
+        print(f"no runs in {runs_dir}")
+    elif sys.stdout.isatty():
+        print_table(rows, runs_dir)
     else:
-        table = Table(title=f"experiment log: {runs_dir}")
-        for title, justify in (
-            ("run", "left"),
-            ("changes", "left"),
-            ("CV mean ± std", "right"),
-            ("min fold", "right"),
-            ("folds", "right"),
-            ("time", "right"),
-            ("status", "left"),
-        ):
-            table.add_column(title, justify=justify, overflow="fold")
-        for row in rows:
-            cells = row.cells()
-            cells["changes"] = "\n".join(row.changes)  # one change per line on screen
-            table.add_row(*(cells[c] for c in COLUMNS))
-        console.print(table)
+        # Piped or redirected: one line per run, nothing wrapped at a terminal width.
+        print(to_markdown(rows), end="")
     if csv_path is not None:
         write_text_atomic(Path(csv_path), to_csv(rows))
     if md_path is not None:
         write_text_atomic(Path(md_path), to_markdown(rows))
     return rows
+
+
+def print_table(rows: list[RunRow], runs_dir: str | Path) -> None:
+    """The log as a rich table on the terminal, one change per line."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"experiment log: {runs_dir}")
+    for title, justify in (
+        ("run", "left"),
+        ("changes", "left"),
+        ("CV mean ± std", "right"),
+        ("min fold", "right"),
+        ("folds", "right"),
+        ("time", "right"),
+        ("status", "left"),
+    ):
+        table.add_column(title, justify=justify, overflow="fold")
+    for row in rows:
+        cells = row.cells()
+        cells["changes"] = "\n".join(row.changes)  # one change per line on screen
+        table.add_row(*(cells[c] for c in COLUMNS))
+    Console().print(table)

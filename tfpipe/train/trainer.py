@@ -17,7 +17,8 @@ at the start of every fold, so a fold trains the same whether it runs alone
 
 ``--resume RUN_DIR|latest`` continues a run with the config it was started
 with: finished folds (``result.json``) are skipped, an interrupted fold
-continues from its last backup at the exact step.
+continues from its last backup at the exact step. ``latest`` is the newest
+run with something to resume (a backup or a finished fold, no summary).
 
 Example:
     >>> from tfpipe.config import load_experiment
@@ -31,6 +32,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import shutil
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -41,10 +43,17 @@ import tensorflow as tf
 
 from tfpipe.config import Experiment, TrainConfig, load_experiment
 from tfpipe.errors import ConfigError
+from tfpipe.train import callbacks as cb
 from tfpipe.train.distribute import is_chief, make_strategy, tf_config
 from tfpipe.train.fold import FoldJob, train_fold
 from tfpipe.train.folds import FoldPlan, plan_folds
-from tfpipe.train.rundir import RESULT_NAME, RunDir, create_run, resolve_run
+from tfpipe.train.rundir import (
+    RESULT_NAME,
+    RunDir,
+    create_run,
+    latest_resumable,
+    resolve_run,
+)
 from tfpipe.train.runlog import diff_configs
 from tfpipe.train.summary import FoldResult, RunSummary, print_summary, summarize
 
@@ -58,15 +67,22 @@ def train_experiment(
 ) -> RunSummary:
     """Train every selected fold of ``exp`` and write the run folder.
 
+    The folds and the records (task, labels) are checked before a new run
+    folder is created, and a new run that fails before its first training
+    step (a model that does not build, Ctrl-C) is removed again: a failed
+    start leaves no run behind.
+
     Args:
         exp: The validated experiment (``load_experiment``).
         folds: Validation folds to train (``--fold``); None uses ``train.folds``.
-        resume: A run folder, its name, or ``"latest"``: continue that run.
+        resume: A run folder, its name, or ``"latest"`` (the newest resumable
+            run): continue that run.
         name: Run name (default ``exp.name``); the folder is ``<timestamp>-<name>``.
         callbacks: Extra Keras callbacks added to every fold's ``fit``.
 
     Returns:
-        The :class:`RunSummary` (also in ``summary.json``).
+        The :class:`RunSummary` (also in ``summary.json``). Its ``seconds`` add
+        up every session of a resumed run.
 
     Raises:
         ConfigError: bad fold, model/records mismatch, unknown run to resume.
@@ -76,12 +92,38 @@ def train_experiment(
     from rich.console import Console
 
     console = Console()
-    run, exp = open_run(exp, folds, resume, name, console)
-    plan = plan_folds(exp)
-    check_records_match(exp, plan)
+    run, exp, plan = open_run(exp, folds, resume, name, console)
     console.print(f"run folder: {run.path}")
+    marker = cb.FirstStep()
+    try:
+        results, seconds = train_folds(exp, run, plan, [*(callbacks or []), marker], console)
+    except BaseException:
+        if resume is None and not marker.seen:
+            # Nothing trained: a run folder would only be listed and picked by --resume.
+            shutil.rmtree(run.path, ignore_errors=True)
+        raise
+    metric = "auc" if exp.model.task == "classification" else "dice"
+    summary = summarize(run.name, metric, results, seconds)
+    run.write_json("summary.json", summary.to_json())
+    print_summary(summary, console)
+    return summary
+
+
+def train_folds(
+    exp: Experiment,
+    run: RunDir,
+    plan: FoldPlan,
+    callbacks: list[keras.callbacks.Callback],
+    console: Any,
+) -> tuple[list[FoldResult], float]:
+    """Train the plan's folds not done yet; ``(results, seconds over every session)``.
+
+    The seconds are this session's wall time plus what earlier sessions
+    recorded: finished folds' ``seconds`` and the training time stored with
+    an interrupted fold's backup.
+    """
     results: list[FoldResult] = []
-    earlier = 0.0  # seconds spent on folds finished before a resume
+    earlier = 0.0
     started = time.perf_counter()
     with training_environment(exp.train):
         strategy = make_strategy(exp.train.strategy)
@@ -92,13 +134,11 @@ def train_experiment(
                 results.append(FoldResult.from_json(done))
                 earlier += results[-1].seconds
                 continue
-            job = FoldJob(exp, run, plan, fold, strategy, list(callbacks or []), console)
+            backup = run.backup_state(fold)
+            earlier += float(backup.get("seconds", 0.0)) if backup else 0.0
+            job = FoldJob(exp, run, plan, fold, strategy, callbacks, console)
             results.append(train_fold(job))
-    metric = "auc" if exp.model.task == "classification" else "dice"
-    summary = summarize(run.name, metric, results, earlier + time.perf_counter() - started)
-    run.write_json("summary.json", summary.to_json())
-    print_summary(summary, console)
-    return summary
+    return results, earlier + time.perf_counter() - started
 
 
 def open_run(
@@ -107,29 +147,37 @@ def open_run(
     resume: str | Path | None,
     name: str | None,
     console: Any,
-) -> tuple[RunDir, Experiment]:
-    """Create a new run folder, or reopen the one to resume with its own config."""
+) -> tuple[RunDir, Experiment, FoldPlan]:
+    """Check the folds and records, then create a new run folder, or reopen the one to
+    resume with its own config."""
     runs_dir = Path(exp.train.runs_dir)
     if not is_chief():
         # Other workers keep their own state so each can restore it on resume.
         runs_dir = runs_dir / f".worker{tf_config().get('task', {}).get('index', 0)}"
+    requested = sorted({int(f) for f in folds}) if folds else None
     if resume is None:
-        if folds:
-            exp.train.folds = sorted({int(f) for f in folds})
-        return create_run(runs_dir, name or exp.name, exp.to_dict()), exp
-    run = resolve_run(runs_dir, resume)
+        plan = plan_folds(exp, requested)
+        check_records_match(exp, plan)
+        if requested:
+            exp.train.folds = requested
+        return create_run(runs_dir, name or exp.name, exp.to_dict()), exp, plan
+    run = latest_resumable(runs_dir) if str(resume) == "latest" else resolve_run(runs_dir, resume)
     saved = load_experiment(run.config_path)
-    if folds and sorted({int(f) for f in folds}) != saved.train.folds:
+    if requested and requested != saved.train.folds:
         raise ConfigError(
             f"--fold cannot change the folds of a resumed run; {run.name} trains "
-            f"train.folds={saved.train.folds}"
+            f"train.folds={saved.train.folds}; got --fold {requested}"
         )
+    if requested:
+        exp.train.folds = requested  # the same folds: not a change worth naming
     changed = diff_configs(saved.to_dict(), exp.to_dict())
     if changed:
         console.print(
             f"resuming {run.name} with the config it started with; ignoring: {'; '.join(changed)}"
         )
-    return run, saved
+    plan = plan_folds(saved)
+    check_records_match(saved, plan)
+    return run, saved, plan
 
 
 def check_records_match(exp: Experiment, plan: FoldPlan) -> None:
