@@ -124,7 +124,7 @@ def prepare(work: Path, slides: int, size: int) -> BenchData:
 def _build(exp: Any, demo: Path, records: Path, slides: int, size: int) -> str:
     try:
         from tfpipe.records.build import build_records
-        from tfpipe.records.demo import make_demo_data
+        from tfpipe.synthetic.datasets import make_demo_data
     except ImportError:
         from tests._data_helpers import write_records
 

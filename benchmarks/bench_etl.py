@@ -149,7 +149,7 @@ def best_of(variants: dict[str, list[str]], repeats: int) -> dict[str, dict]:
 
 def ensure_demo(size: int, seed: int) -> Path:
     """The cached demo dataset (one training slide) under benchmarks/_work/."""
-    from tfpipe.records.demo import make_demo_data
+    from tfpipe.synthetic.datasets import make_demo_data
 
     root = WORK / f"demo-{size}-s{seed}"
     if not (root / "train.csv").is_file():

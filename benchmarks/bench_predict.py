@@ -140,7 +140,7 @@ def _relative(path: Path) -> str:
 
 def ensure_slide(size: int) -> Path:
     """The held-out slide folder of a cached ``make_demo_data(n=1, size=size)``."""
-    from tfpipe.records.demo import make_demo_data
+    from tfpipe.synthetic.datasets import make_demo_data
 
     root = WORK / f"predict{size // 1000}k"
     if not (root / "test.csv").is_file():

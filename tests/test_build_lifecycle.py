@@ -25,7 +25,7 @@ from tests._records_helpers import data_config, make_dataset
 from tfpipe.cli import main
 from tfpipe.errors import DiskFullError
 from tfpipe.records import build as build_module
-from tfpipe.records import diskspace, mapper, writer
+from tfpipe.records import diskspace, units, writer
 from tfpipe.records.build import build_records
 from tfpipe.records.lifecycle import OutputLockedError, output_lock, remove_stale_temps
 
@@ -35,10 +35,10 @@ from pathlib import Path
 
 if __name__ == "__main__":  # workers import this file as __mp_main__: nothing to run there
     from tfpipe.cli import main
-    from tfpipe.records import mapstage
+    from tfpipe.records import workers
 
     gate, ready = Path(sys.argv[1]), Path(sys.argv[2])
-    real_map = mapstage.WorkerPool.map
+    real_map = workers.WorkerPool.map
 
     def held_map(self, *args, **kwargs):
         self._wait_started()  # the worker processes exist
@@ -47,7 +47,7 @@ if __name__ == "__main__":  # workers import this file as __mp_main__: nothing t
             time.sleep(0.05)
         return real_map(self, *args, **kwargs)
 
-    mapstage.WorkerPool.map = held_map
+    workers.WorkerPool.map = held_map
     sys.exit(main(sys.argv[3:]))
 """
 TIMEOUT = 60  # generous: only a hang should ever reach it
@@ -250,12 +250,12 @@ class _FullDisk:
 def _fill_disk(stage: str, monkeypatch) -> None:
     """Make the writes of ``stage`` fail with ENOSPC."""
     if stage == "spill":
-        real_init = mapper._Sink.__init__
+        real_init = units._Sink.__init__
 
         def full_spill(self, spill, *args):
             real_init(self, _FullDisk(spill), *args)
 
-        monkeypatch.setattr(mapper._Sink, "__init__", full_spill)
+        monkeypatch.setattr(units._Sink, "__init__", full_spill)
     elif stage == "shard":
         monkeypatch.setattr(writer._HashingFile, "write", _FullDisk.write)
     else:

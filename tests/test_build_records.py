@@ -478,7 +478,7 @@ def test_the_etl_never_imports_tensorflow():
     # Workers import WORKER_MODULES; the main process imports build and inspect.
     code = (
         "import importlib, sys\n"
-        "from tfpipe.records.mapstage import WORKER_MODULES\n"
+        "from tfpipe.records.workers import WORKER_MODULES\n"
         "for name in (*WORKER_MODULES, 'tfpipe.records.build', 'tfpipe.records.inspect'):\n"
         "    importlib.import_module(name)\n"
         "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'\n"

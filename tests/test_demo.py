@@ -9,8 +9,8 @@ import tifffile
 
 from tfpipe.errors import TfpipeError
 from tfpipe.io import decode_rle, encode_rle, open_slide, read_label_csv, read_rle_csv
-from tfpipe.records import demo
-from tfpipe.records.demo_slides import blob_radius, plan_slide, render_window
+from tfpipe.synthetic import datasets as demo
+from tfpipe.synthetic.slides import blob_radius, plan_slide, render_window
 
 SIZE = 1536
 
@@ -182,7 +182,7 @@ def test_classification_deterministic_and_class_subset(tmp_path):
 
 
 def test_patterns_change_the_pixels(tmp_path):
-    from tfpipe.records.demo_xray import draw_image
+    from tfpipe.synthetic.xray import draw_image
 
     for name in demo.PATTERNS:
         plain = draw_image(np.random.default_rng(9), 96, []).astype(int)

@@ -7,8 +7,7 @@ import pytest
 import tifffile
 
 from tfpipe.errors import InputDataError
-from tfpipe.io.tiff import BACKENDS, open_slide
-from tfpipe.io.tiff_layout import to_uint8
+from tfpipe.io.tiff import BACKENDS, open_slide, to_uint8
 
 H, W = 200, 300
 WINDOWS = [

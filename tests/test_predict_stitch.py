@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from tfpipe.io.rle import decode_rle, encode_rle
-from tfpipe.predict.runs import StripRleEncoder, intersection_size
+from tfpipe.predict.intervals import StripRleEncoder, intersection_size
 from tfpipe.predict.stitch import (
     iter_mask_strips,
     iter_mask_tiles,

@@ -32,8 +32,8 @@ import tensorflow as tf
 from _train_helpers import CHILD_PRELUDE, experiment, use_tiny_model, write_records
 
 import tfpipe.train.fold
+from tfpipe.train.crossval import plan_folds
 from tfpipe.train.fold import FoldJob, training_stream, validation_data
-from tfpipe.train.folds import plan_folds
 from tfpipe.train.trainer import train_experiment
 
 OVERRIDES = (

@@ -174,7 +174,7 @@ def run_demo(
 
 
 def _ensure_data(data: Path, summary: DemoSummary) -> None:
-    from tfpipe.records.demo import make_demo_data
+    from tfpipe.synthetic.datasets import make_demo_data
 
     if (data / "train.csv").is_file() and (data / "test.csv").is_file():
         summary.reused.append("data")

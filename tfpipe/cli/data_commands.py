@@ -33,7 +33,7 @@ def _add_make_demo_data(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_make_demo_data(args: argparse.Namespace) -> int:
-    from tfpipe.records import demo
+    from tfpipe.synthetic import datasets as demo
 
     kwargs = {k: v for k, v in (("n", args.slides), ("size", args.size)) if v is not None}
     if args.kind == "classification":

@@ -36,7 +36,7 @@ Settings can come from an experiment file instead of keywords::
 Modules: ``pipeline`` (``load``, ``split_folds``), ``shards`` (reading),
 ``seeds`` (epoch keys and every tile's seed), ``decode`` (parse, decode),
 ``augment`` (the augmentation: random draws and ops), ``colour``,
-``finish`` (augment or center crop a tile), ``balance``, ``tta``,
+``finish`` (augment or center crop a tile), ``balance``,
 ``service``, ``preprocessing`` (``Normalize``), ``plan`` (request validation).
 """
 
@@ -44,30 +44,5 @@ from tfpipe.config import AugmentConfig, InputConfig
 from tfpipe.data.augment_layer import Augment
 from tfpipe.data.pipeline import load, split_folds
 from tfpipe.data.preprocessing import Normalize
-from tfpipe.data.tta import (
-    TTA_NAMES,
-    apply_tta,
-    average_tta,
-    five_crop,
-    invert_tta,
-    ten_crop,
-    tta_predict,
-    tta_transforms,
-)
 
-__all__ = [
-    "TTA_NAMES",
-    "Augment",
-    "AugmentConfig",
-    "InputConfig",
-    "Normalize",
-    "apply_tta",
-    "average_tta",
-    "five_crop",
-    "invert_tta",
-    "load",
-    "split_folds",
-    "ten_crop",
-    "tta_predict",
-    "tta_transforms",
-]
+__all__ = ["Augment", "AugmentConfig", "InputConfig", "Normalize", "load", "split_folds"]

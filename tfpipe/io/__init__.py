@@ -1,9 +1,9 @@
 """Reading source data without TensorFlow: windowed TIFF slides, RLE masks, CSVs.
 
-* :mod:`tfpipe.io.tiff` — :func:`open_slide` / :class:`Slide` windowed readers
-  (:mod:`tfpipe.io.tiff_layout`: TIFF axes and pixel types to ``(h, w, C)`` uint8).
-* :mod:`tfpipe.io.rle` — competition RLE codec and :class:`RleMask` windows
-  (:mod:`tfpipe.io.rle_parse`: the text read and checked).
+* :mod:`tfpipe.io.tiff` — :func:`open_slide` / :class:`Slide` windowed readers:
+  TIFF axes and pixel types to ``(h, w, C)`` uint8.
+* :mod:`tfpipe.io.rle` — competition RLE codec, the text read and checked, and
+  :class:`RleMask` windows.
 * :mod:`tfpipe.io.masks` — RLE CSVs, mask images, classification label CSVs.
 
 Example:

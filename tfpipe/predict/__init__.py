@@ -5,8 +5,9 @@ Modules, in the order data flows through them:
 * :mod:`.windows` — the sliding-window grid at the training scale, blending weights.
 * :mod:`.infer` — one slide: band reads, tissue filter, batches, stitching.
 * :mod:`.ensemble` — checkpoints (a file, a fold, a run's folds) and TTA.
+* :mod:`.tta` — test-time augmentation: transforms, their inverses, averaging.
 * :mod:`.stitch` — the low-resolution accumulator; exact strip/tile upscaling.
-* :mod:`.runs` — column-major runs: streaming RLE, dice without decoding.
+* :mod:`.intervals` — column-major run intervals: streaming RLE, dice without decoding.
 * :mod:`.outputs` — RLE, mask PNG/TIFF, written atomically.
 * :mod:`.slides` — :func:`predict_slides`, the command.
 * :mod:`.sources`, :mod:`.evaluate`, :mod:`.overlay` — :func:`evaluate`, the

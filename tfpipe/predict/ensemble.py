@@ -6,7 +6,7 @@
 ``latest`` (the newest run in ``train.runs_dir`` with a checkpoint).
 
 :class:`EnsemblePredictor` sends every TTA variant of a batch
-(``tfpipe.data.tta``: identity plus e.g. hflip, vflip, rot90) through each
+(``tfpipe.predict.tta``: identity plus e.g. hflip, vflip, rot90) through each
 model in a single call, maps each prediction back with the exact inverse
 transform, and averages over transforms and models.
 
@@ -125,7 +125,7 @@ class EnsemblePredictor:
 
     Args:
         models: Keras models with one sigmoid output channel (``(B, n, n, 1)``).
-        tta: Transform names of ``tfpipe.data.tta`` (identity is always included).
+        tta: Transform names of ``tfpipe.predict.tta`` (identity is always included).
 
     Example:
         >>> predict = EnsemblePredictor([model], tta=["hflip"])  # doctest: +SKIP
@@ -134,7 +134,7 @@ class EnsemblePredictor:
     """
 
     def __init__(self, models: Sequence[Any], tta: Sequence[str] = ()) -> None:
-        from tfpipe.data.tta import tta_transforms
+        from tfpipe.predict.tta import tta_transforms
 
         if not models:
             raise ValueError("EnsemblePredictor needs at least one model")
@@ -154,7 +154,7 @@ class EnsemblePredictor:
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         """``(B, n, n, C)`` uint8 windows to ``(B, n, n)`` float32 probabilities."""
-        from tfpipe.data.tta import apply_tta, invert_tta
+        from tfpipe.predict.tta import apply_tta, invert_tta
 
         count = len(images)
         variants = np.concatenate([apply_tta(images, name) for name in self.transforms])

@@ -10,7 +10,7 @@
 * an **overlay PNG** of true positives, false positives and false negatives.
 
 Memory stays bounded for any slide size: masks are compared as run intervals
-(:func:`tfpipe.predict.runs.intersection_size`, no pixels decoded), and the
+(:func:`tfpipe.predict.intervals.intersection_size`, no pixels decoded), and the
 sweep upscales one column strip at a time.
 
 Example:
@@ -31,8 +31,8 @@ import numpy as np
 
 from tfpipe.errors import ConfigError, InputDataError
 from tfpipe.io.rle import decode_window
+from tfpipe.predict.intervals import dice_score, intersection_size, run_pixels
 from tfpipe.predict.overlay import write_overlay
-from tfpipe.predict.runs import dice_score, intersection_size, run_pixels
 from tfpipe.predict.sources import MaskSource, ProbabilityMap, find_slides, slide_shapes
 from tfpipe.predict.stitch import iter_prob_strips
 
@@ -200,7 +200,7 @@ def parse_region(text: str) -> tuple[int, int, int, int]:
 
 
 def score_runs(image_id: str, pred: np.ndarray, truth: np.ndarray) -> SlideScore:
-    """Dice of two run lists (see :mod:`tfpipe.predict.runs`)."""
+    """Dice of two run lists (see :mod:`tfpipe.predict.intervals`)."""
     inter, p, t = intersection_size(pred, truth), run_pixels(pred), run_pixels(truth)
     return SlideScore(image_id, dice_score(inter, p, t), inter, p, t)
 

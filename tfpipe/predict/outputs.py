@@ -2,7 +2,7 @@
 
 Everything is produced from the low-resolution map without building the
 full-resolution mask: the RLE from column strips
-(:class:`tfpipe.predict.runs.StripRleEncoder`), a large mask as a tiled,
+(:class:`tfpipe.predict.intervals.StripRleEncoder`), a large mask as a tiled,
 compressed TIFF written tile by tile in row-major order (tifffile accepts an
 iterator of tiles). Small slides (up to ``PNG_MAX_PIXELS``) get a PNG, which
 any viewer opens. Masks hold 0 and 255. Files are written under a temporary
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tfpipe.predict.runs import StripRleEncoder
+from tfpipe.predict.intervals import StripRleEncoder
 from tfpipe.predict.stitch import iter_mask_strips, iter_mask_tiles
 
 PNG_MAX_PIXELS = 1 << 24  # 4096 x 4096

@@ -1,7 +1,7 @@
 """Where slides, predictions and ground truth come from, as column-major runs.
 
 ``tfpipe evaluate`` compares masks given in three forms, each read here into
-the same currency, ``(N, 2)`` run intervals (see :mod:`tfpipe.predict.runs`):
+the same currency, ``(N, 2)`` run intervals (see :mod:`tfpipe.predict.intervals`):
 
 * an RLE CSV (``id,encoding`` truth or ``id,predicted`` submission);
 * a folder of mask images ``<id>.png|.tif|.tiff`` (any value > 0 is foreground),
@@ -30,7 +30,7 @@ from tfpipe.errors import InputDataError
 from tfpipe.io.masks import open_mask_image, read_rle_csv
 from tfpipe.io.rle import parse_rle
 from tfpipe.io.tiff import open_slide
-from tfpipe.predict.runs import StripRleEncoder
+from tfpipe.predict.intervals import StripRleEncoder
 from tfpipe.predict.stitch import iter_mask_strips, strip_width
 
 MASK_SUFFIXES = (".png", ".tif", ".tiff")

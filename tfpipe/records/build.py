@@ -3,7 +3,7 @@
 Shaped like a Beam pipeline so it can move to one later (DESIGN.md):
 
 1. **sources** (:mod:`~tfpipe.records.sources`): find and validate everything first.
-2. **map** (:mod:`~tfpipe.records.mapstage`, :mod:`~tfpipe.records.mapper`):
+2. **map** (:mod:`~tfpipe.records.workers`, :mod:`~tfpipe.records.units`):
    worker processes read row bands, tile, filter, resize, encode and spill
    framed records to disk, returning offsets.
 3. **group by fold** (:func:`~tfpipe.records.shuffle.assign_folds`): whole
@@ -59,11 +59,11 @@ from tfpipe.records.lifecycle import (
     terminate_as_interrupt,
 )
 from tfpipe.records.manifest import Manifest, ShardInfo, write_manifest
-from tfpipe.records.mapper import UnitResult
-from tfpipe.records.mapstage import WorkerPool, default_workers, map_settings, plan_units
 from tfpipe.records.shuffle import RecordTable, assign_folds, read_in_order, shuffled_order
 from tfpipe.records.sources import SourcePlan, discover_sources
 from tfpipe.records.summary import MapTotals, dataset_stats, merge_results, print_summary
+from tfpipe.records.units import UnitResult
+from tfpipe.records.workers import WorkerPool, default_workers, map_settings, plan_units
 from tfpipe.records.writer import ShardWriter, plan_shards
 
 

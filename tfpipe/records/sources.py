@@ -15,7 +15,7 @@
 
 Slides with float pixels get their value range here, once per slide
 (``data.float_range``, or found from the slide's largest value: see
-:func:`tfpipe.io.tiff_layout.float_range`), so all its tiles share one scale.
+:func:`tfpipe.io.tiff.float_range`), so all its tiles share one scale.
 
 Every problem is an :class:`~tfpipe.errors.InputDataError` naming the file,
 the key or id, and the rule; nothing is discovered half-way through a build.

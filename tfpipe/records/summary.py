@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tfpipe.records.manifest import Manifest, SourceStats
-from tfpipe.records.mapper import UnitResult
+from tfpipe.records.units import UnitResult
 
 MAX_ROWS = 40  # per-source rows printed; classification sets have thousands of sources
 

@@ -53,7 +53,7 @@ from tfpipe.errors import ConfigError
 from tfpipe.models import build_model, get_loss, load_model
 from tfpipe.models.metrics import Dice, IoU, roc_auc
 from tfpipe.train import callbacks as cb
-from tfpipe.train.folds import FoldPlan
+from tfpipe.train.crossval import FoldPlan
 from tfpipe.train.optim import build_optimizer, make_optimizer, plateau_callback
 from tfpipe.train.rundir import RESULT_NAME, RunDir
 from tfpipe.train.summary import FoldResult

@@ -44,9 +44,9 @@ import tensorflow as tf
 from tfpipe.config import Experiment, TrainConfig, load_experiment
 from tfpipe.errors import ConfigError
 from tfpipe.train import callbacks as cb
+from tfpipe.train.crossval import FoldPlan, plan_folds
 from tfpipe.train.distribute import is_chief, make_strategy, tf_config
 from tfpipe.train.fold import FoldJob, train_fold
-from tfpipe.train.folds import FoldPlan, plan_folds
 from tfpipe.train.rundir import (
     RESULT_NAME,
     RunDir,

@@ -9,7 +9,7 @@ Slides have pink/purple tissue over irregular regions (50-70 % of the slide),
 near-white background elsewhere, and glomerulus-like blobs (radius 60-150 px,
 denser purple with nuclei and a pale ring) placed only on tissue; the masks
 are those blobs. A few reddish blob-like distractors are not in the masks,
-and stain colours vary between slides (rendering: :mod:`.demo_slides`).
+and stain colours vary between slides (rendering: :mod:`.slides`).
 
 Files: slides are tiled (512 x 512) RGB interleaved TIFFs compressed with
 Zstandard (lossless; of deflate, LZW and zstd it gave the fastest windowed
@@ -20,13 +20,13 @@ the held-out slide is BigTIFF. Slides are rendered tile by tile and the RLE is a
 from the blobs' own boxes, so memory stays bounded whatever ``size`` is.
 
 :func:`make_demo_classification` writes ``out_dir/images/*.png`` and
-``out_dir/labels.csv`` (``path,labels`` joined by ``|``; see :mod:`.demo_xray`).
+``out_dir/labels.csv`` (``path,labels`` joined by ``|``; see :mod:`.xray`).
 
 Both write into a temporary folder renamed into place at the end, so a
 failure leaves nothing half-written.
 
 Example:
-    >>> from tfpipe.records.demo import make_demo_data
+    >>> from tfpipe.synthetic.datasets import make_demo_data
     >>> root = make_demo_data("data/hubmap", n=2, size=2048)  # doctest: +SKIP
     >>> sorted(p.name for p in root.iterdir())  # doctest: +SKIP
     ['test', 'test.csv', 'train', 'train.csv']
@@ -47,8 +47,8 @@ import numpy as np
 from tfpipe.errors import TfpipeError
 from tfpipe.io.masks import write_rle_csv
 from tfpipe.io.rle import find_runs, format_rle
-from tfpipe.records.demo_slides import TILE, SlidePlan, blob_radius, plan_slide, render_window
-from tfpipe.records.demo_xray import PATTERNS, draw_image
+from tfpipe.synthetic.slides import TILE, SlidePlan, blob_radius, plan_slide, render_window
+from tfpipe.synthetic.xray import PATTERNS, draw_image
 
 STRIP_SLIDE = 1  # index of the training slide written strip-organised
 ROWS_PER_STRIP = 64

@@ -40,13 +40,13 @@ from tqdm import tqdm
 
 from tfpipe.config import DataConfig
 from tfpipe.records.bandmask import LabelSpec
-from tfpipe.records.mapper import MapSettings, UnitResult, WorkUnit, run_unit, unit_rows
 from tfpipe.records.sources import SourcePlan
 from tfpipe.records.tiling import TileSpec, TissueRule, grid_positions
+from tfpipe.records.units import MapSettings, UnitResult, WorkUnit, run_unit, unit_rows
 
 IMAGES_PER_UNIT = 64  # classification images per unit
 # Imported once by the fork server, inherited by every worker it forks.
-WORKER_MODULES = ("tfpipe.records.mapper", "tifffile", "zarr", "psutil")
+WORKER_MODULES = ("tfpipe.records.units", "tifffile", "zarr", "psutil")
 WATCH_SECONDS = 0.5  # how often a worker checks that the main process is still alive
 
 

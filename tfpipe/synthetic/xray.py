@@ -8,7 +8,7 @@ apart, yet learns each within a few epochs.
 
 Example:
     >>> import numpy as np
-    >>> from tfpipe.records.demo_xray import draw_image
+    >>> from tfpipe.synthetic.xray import draw_image
     >>> draw_image(np.random.default_rng(0), 64, ["ring", "dots"]).shape
     (64, 64, 3)
 """

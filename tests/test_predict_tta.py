@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfpipe.data.tta import (
+from tfpipe.predict.tta import (
     TTA_NAMES,
     apply_tta,
     average_tta,

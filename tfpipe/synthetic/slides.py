@@ -7,10 +7,10 @@ any tile of the 512 px grid into pixels from global coordinates only, so
 tiles join without seams and memory never depends on the slide size.
 
 Speed: tissue pixels are coloured by one look-up in a per-slide table
-(:mod:`tfpipe.records.demo_textures`); only the blobs are painted in floats.
+(:mod:`tfpipe.synthetic.textures`); only the blobs are painted in floats.
 
 Example:
-    >>> from tfpipe.records.demo_slides import plan_slide, render_window
+    >>> from tfpipe.synthetic.slides import plan_slide, render_window
     >>> plan = plan_slide(seed=0, index=0, size=1024)
     >>> render_window(plan, 0, 0, 512, 512).shape
     (512, 512, 3)
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tfpipe.records.demo_textures import (
+from tfpipe.synthetic.textures import (
     COARSE_PERIOD,
     FINE_PERIOD,
     LUMEN_LEVELS,

@@ -12,7 +12,7 @@ Dice is computed on the same intervals without decoding any pixels:
 
 Example:
     >>> import numpy as np
-    >>> from tfpipe.predict.runs import StripRleEncoder
+    >>> from tfpipe.predict.intervals import StripRleEncoder
     >>> mask = np.array([[0, 1, 1], [1, 1, 0]], np.uint8)
     >>> enc = StripRleEncoder(height=2)
     >>> enc.add(0, mask[:, :1]); enc.add(1, mask[:, 1:])

@@ -13,7 +13,7 @@ bottom/right to a square and resized whole (``cv2.INTER_AREA``) to
 every image is kept (the tissue filter does not apply).
 
 Float pixels are scaled by the slide's value range (see
-:func:`tfpipe.io.tiff_layout.float_range`): discovery finds it once per slide
+:func:`tfpipe.io.tiff.float_range`): discovery finds it once per slide
 (or takes ``data.float_range``) and every unit of that slide uses it, so all
 tiles of a slide share one scale; a whole classification image is scaled by
 its own range.
@@ -35,8 +35,7 @@ import cv2
 import numpy as np
 
 from tfpipe.errors import InputDataError
-from tfpipe.io.tiff import open_slide
-from tfpipe.io.tiff_layout import to_uint8
+from tfpipe.io.tiff import open_slide, to_uint8
 from tfpipe.records import format as fmt
 from tfpipe.records.bandmask import LabelSpec, open_labels
 from tfpipe.records.example import serialize_example
@@ -267,7 +266,7 @@ def read_image(path: Path, value_range: tuple[float, float] | None = None) -> np
     """Decode a whole image as ``(H, W, C)`` uint8 RGB or gray (TIFF via tfpipe.io).
 
     Float pixels are scaled from ``value_range``, or from the range the
-    image's own maximum gives (:func:`~tfpipe.io.tiff_layout.float_range`).
+    image's own maximum gives (:func:`~tfpipe.io.tiff.float_range`).
 
     Raises:
         InputDataError: the file cannot be decoded.

@@ -8,7 +8,7 @@ import pytest
 from _train_helpers import experiment, write_records
 
 from tfpipe.errors import ConfigError
-from tfpipe.train.folds import plan_folds, select_folds
+from tfpipe.train.crossval import plan_folds, select_folds
 
 
 def test_all_or_chosen_folds() -> None:

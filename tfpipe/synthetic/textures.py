@@ -1,4 +1,4 @@
-"""The demo slides' shared textures and colour tables (see :mod:`tfpipe.records.demo_slides`).
+"""The demo slides' shared textures and colour tables (see :mod:`tfpipe.synthetic.slides`).
 
 Textures are periodic noise (so tiles join without seams) quantised to
 levels: cell-scale shade and nuclei, tubule-scale shade, pale lumens and the
