@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
+from tfpipe.bench.measure import cpu_seconds, time_iterator
 
 REPO = Path(__file__).resolve().parent.parent
 EXPERIMENT = REPO / "experiments" / "kidney.yaml"
@@ -208,13 +207,11 @@ def _serial_cost(tiles: Any, aug: Any, images: int) -> tuple[float, float]:
     options = tf.data.Options()
     options.threading.private_threadpool_size = 1
     options.autotune.enabled = False
-    it = iter(ds.with_options(options))
-    for _ in range(2):
-        next(it)
-    proc = psutil.Process()
-    c0, t0 = proc.cpu_times(), time.perf_counter()
-    for _ in range(max(1, images // BATCH)):
-        next(it)
-    c1, t1 = proc.cpu_times(), time.perf_counter()
-    n = max(1, images // BATCH) * BATCH
-    return 1e6 * (c1.user + c1.system - c0.user - c0.system) / n, 1e6 * (t1 - t0) / n
+    m = time_iterator(
+        iter(ds.with_options(options)),
+        "op",
+        batches=max(1, images // BATCH),
+        warmup=2,
+        cpu_clock=cpu_seconds,
+    )
+    return 1e3 * m.cpu_ms_per_image, 1e6 / m.median

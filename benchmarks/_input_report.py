@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import os
-import statistics
-import sys
-from pathlib import Path
+from tfpipe.bench.measure import round_ratios
 
-RESULTS = Path(__file__).resolve().parent / "results"
 CEILING = "decode_only_png"
 """``load()`` on the PNG records with augmentation off: the tf.io.decode_png ceiling."""
 TARGETS = {  # name: (minimum or maximum, value)
@@ -38,8 +33,7 @@ def ratios(t: dict) -> dict:
     for a, b in pairs:
         if a not in t or b not in t:
             continue
-        per_round = [x / y for x, y in zip(t[a]["rounds"], t[b]["rounds"], strict=True)]
-        out[f"{a} / {b}"] = statistics.median(per_round)
+        out[f"{a} / {b}"], per_round = round_ratios(t[a]["rounds"], t[b]["rounds"])
         out[f"{a} / {b}, rounds"] = [round(r, 3) for r in per_round]
         out[f"cpu: {a} / {b}"] = t[b]["cpu_ms_per_image"] / t[a]["cpu_ms_per_image"]
     return out
@@ -65,27 +59,6 @@ def check_targets(report: dict) -> list[dict]:
             }
         )
     return out
-
-
-def machine(load_before: tuple[float, ...], tf_version: str) -> dict:
-    return {
-        "cpus": os.cpu_count(),
-        "load_average_before": [round(x, 2) for x in load_before],
-        "load_average_after": [round(x, 2) for x in os.getloadavg()],
-        "tensorflow": tf_version,
-        "python": sys.version.split()[0],
-    }
-
-
-def write_results(report: dict, stem: str) -> None:
-    RESULTS.mkdir(exist_ok=True)
-    for suffix, text in ((".json", json.dumps(report, indent=2) + "\n"), (".md", markdown(report))):
-        path = RESULTS / f"{stem}{suffix}"
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
-        print(path)
-    print(markdown(report))
 
 
 def markdown(r: dict) -> str:

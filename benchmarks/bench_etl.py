@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -41,7 +42,11 @@ import psutil
 
 HERE = Path(__file__).resolve().parent
 WORK = HERE / "_work"
-RESULTS = HERE / "results"
+sys.path[:0] = [str(HERE.parent)]
+
+from benchmarks._common import write_results  # noqa: E402
+from tfpipe.bench.measure import interleave, time_call  # noqa: E402
+
 # make_demo_data varies each side by +-20 %; seed 28 gives 20,201 x 20,196 px at size 20000.
 FULL = dict(size=20000, seed=28)
 QUICK = dict(size=4096, seed=0)
@@ -107,9 +112,7 @@ def run_child(args: list[str]) -> dict:
     child = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
     sampler = TreeSampler(child.pid)
     sampler.start()
-    started = time.perf_counter()
-    out, _ = child.communicate()
-    process_wall = time.perf_counter() - started
+    (out, _), process_wall, _ = time_call(child.communicate)
     sampler.done.set()
     sampler.join()
     if child.returncode:
@@ -131,10 +134,8 @@ def best_of(variants: dict[str, list[str]], repeats: int) -> dict[str, dict]:
     Interleaving gives every variant a similar share of a shared machine's
     load; the fastest run is the least disturbed one. Peak RSS is the max.
     """
-    runs: dict[str, list[dict]] = {name: [] for name in variants}
-    for _ in range(repeats):
-        for name, args in variants.items():
-            runs[name].append(run_child(args))
+    calls = {name: functools.partial(run_child, args) for name, args in variants.items()}
+    runs = interleave(calls, repeats)
     out = {}
     for name, results in runs.items():
         best = min(results, key=lambda r: r["seconds"])
@@ -246,10 +247,7 @@ def projected_speedup(one: dict, two: dict, overlap: bool = True) -> float:
     return round(one["cpu_s"] / critical, 3)
 
 
-def write_results(result: dict, quick: bool) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = "etl-quick" if quick else "etl"
-    (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+def markdown(result: dict, quick: bool) -> str:
     s = result["slide"]
     lines = [
         f"# ETL benchmark ({'quick' if quick else 'full'})",
@@ -283,8 +281,7 @@ def write_results(result: dict, quick: bool) -> None:
     lines += [f"| {k} | {v:.2f} |" for k, v in result["ratios"].items()]
     lines += ["", "| target | met |", "|---|---|"]
     lines += [f"| {k} | {'yes' if v else 'no'} |" for k, v in result["targets"].items()]
-    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
@@ -293,7 +290,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None, help="runs per variant (best of)")
     args = parser.parse_args()
     repeats = args.repeats or (1 if args.quick else 2)
-    write_results(measure(args.quick, repeats), args.quick)
+    result = measure(args.quick, repeats)
+    write_results("etl-quick" if args.quick else "etl", result, markdown(result, args.quick))
 
 
 if __name__ == "__main__":

@@ -33,13 +33,9 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import functools
 import os
-import statistics
 import sys
-import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,14 +45,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 
-import psutil  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from benchmarks._input_report import (  # noqa: E402
-    check_targets,
-    machine,
-    ratios,
-    write_results,
+from benchmarks._common import machine, parse_args, write_results  # noqa: E402
+from benchmarks._input_data import BATCH, op_cost_table, prepare  # noqa: E402
+from benchmarks._input_report import check_targets, markdown, ratios  # noqa: E402
+from tfpipe.bench.measure import (  # noqa: E402
+    cpu_seconds,
+    interleave,
+    merge,
+    time_call,
+    time_iterator,
 )
 
 
@@ -76,26 +75,17 @@ class Scale:
 
 FULL = Scale()
 QUICK = Scale(2, 4096, rounds=1, batches=4, slow_batches=2, epochs=6, rss_processes=1, op_images=64)
-BATCH, WARMUP = 16, 2
-
-
-def parse_args(doc: str) -> argparse.Namespace:
-    """``--quick`` and ``--work``, shared with the other scripts that use these records."""
-    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny data, one round")
-    parser.add_argument(
-        "--work", type=Path, default=Path(tempfile.gettempdir()) / "tfpipe-bench-input"
-    )
-    return parser.parse_args()
+WARMUP = 2
+SLOW = {"naive", "onthefly"}
+"""Variants timed over ``Scale.slow_batches`` batches."""
 
 
 def main() -> None:
-    args = parse_args(__doc__)
+    args = parse_args(__doc__, "tfpipe-bench-input", "tiny data, one round")
     p = QUICK if args.quick else FULL
     load_before = os.getloadavg()
     import tensorflow as tf
 
-    from benchmarks._input_data import op_cost_table, prepare
     from benchmarks._input_rss import rss_over_epochs
 
     data = prepare(args.work / ("quick" if args.quick else "full"), p.slides, p.size)
@@ -121,7 +111,7 @@ def main() -> None:
         "augment_op_cost_us": op_cost_table(data, p.op_images),
     }
     report["targets"] = check_targets(report)
-    write_results(report, "input-quick" if args.quick else "input")
+    write_results("input-quick" if args.quick else "input", report, markdown(report))
 
 
 # ---------------------------------------------------------------- measuring
@@ -164,67 +154,46 @@ def augment_off(augment: Any) -> Any:
 
 
 def interleaved_rounds(variants: dict[str, Callable[[], Iterator[Any]]], p: Scale) -> dict:
-    slow = {"naive", "onthefly"}
-    runs: dict[str, list[dict]] = {name: [] for name in variants}
-    steps = [(r, name) for r in range(p.rounds) for name in variants]
-    for _, name in tqdm(steps, desc="throughput", unit="run"):
-        batches = p.slow_batches if name in slow else p.batches
-        runs[name].append(measure(variants[name], batches, children=name == "torch"))
+    """Images/s and CPU ms per image of every variant, in interleaved rounds.
+
+    Each round starts a fresh iterator per variant, discards ``WARMUP``
+    batches and times ``p.batches`` (slow variants: ``p.slow_batches``); the
+    torch variant's CPU time includes its DataLoader worker processes.
+    """
+    batches = {name: p.slow_batches if name in SLOW else p.batches for name in variants}
+
+    def one(name: str) -> Callable[[], Any]:
+        cpu = functools.partial(cpu_seconds, children=name == "torch")
+        return lambda: time_iterator(
+            variants[name](), name, batches=batches[name], warmup=WARMUP, cpu_clock=cpu
+        )
+
+    with tqdm(total=p.rounds * len(variants), desc="throughput", unit="run") as bar:
+        runs = interleave({name: one(name) for name in variants}, p.rounds, tick=bar.update)
     out = {}
-    for name, rs in runs.items():
-        rates = [r["images_per_s"] for r in rs]
+    for name, rounds in runs.items():
+        m = merge(rounds)
         out[name] = {
-            "images_per_s": statistics.median(rates),
-            "min": min(rates),
-            "max": max(rates),
-            "cpu_ms_per_image": statistics.median(r["cpu_ms_per_image"] for r in rs),
-            "batches_timed": rs[0]["batches"],
-            "rounds": rates,
+            "images_per_s": m.median,
+            "min": m.min,
+            "max": m.max,
+            "cpu_ms_per_image": m.cpu_ms_per_image,
+            "batches_timed": batches[name],
+            "rounds": m.rates,
         }
     return out
 
 
-def measure(start: Callable[[], Iterator[Any]], batches: int, children: bool = False) -> dict:
-    """Images/s and CPU ms per image over ``batches`` batches after the warm-up."""
-    it = start()
-    for _ in range(WARMUP):
-        next(it)
-    cpu0, t0 = cpu_seconds(children), time.perf_counter()
-    images = sum(len(next(it)[0]) for _ in range(batches))
-    seconds, cpu = time.perf_counter() - t0, cpu_seconds(children) - cpu0
-    del it
-    return {
-        "images_per_s": images / seconds,
-        "cpu_ms_per_image": 1000 * cpu / images,
-        "batches": batches,
-    }
-
-
-def cpu_seconds(children: bool) -> float:
-    procs = [psutil.Process()]
-    if children:
-        procs += psutil.Process().children(recursive=True)
-    total = 0.0
-    for proc in procs:
-        try:
-            t = proc.cpu_times()
-            total += t.user + t.system
-        except psutil.NoSuchProcess:
-            pass
-    return total
-
-
 def time_to_first_batch(data: Any) -> dict:
+    """Seconds of ``load()`` (``_build``) and of it plus the first batch, twice in a row."""
     import tfpipe.data as td
 
     out = {}
     for label in ("first_call", "later_call"):
-        t0 = time.perf_counter()
-        ds = td.load(data.raw_records, config=data.input_config)
-        built = time.perf_counter()
-        next(iter(ds))
-        out[label] = time.perf_counter() - t0
-        out[f"{label}_build"] = built - t0
+        ds, built, _ = time_call(lambda: td.load(data.raw_records, config=data.input_config))
+        _, first, _ = time_call(lambda ds=ds: next(iter(ds)))
+        out[label] = built + first
+        out[f"{label}_build"] = built
     return out
 
 

@@ -24,11 +24,8 @@ Usage:
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
-import json
-import statistics
-import time
+import os
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +33,10 @@ import bench_input as bi  # also puts the repository on sys.path
 import cv2
 import numpy as np
 
-from benchmarks._input_report import RESULTS
+from benchmarks._common import machine, parse_args, write_results
+from benchmarks._input_data import prepare
+from tfpipe.bench.measure import interleave, round_ratios, time_call
+from tfpipe.records.manifest import read_manifest
 
 FILTERS = {"adaptive (libpng default)": None, "up": "IMWRITE_PNG_FILTER_UP"}
 REAL_IMAGES = ("immunohistochemistry", "astronaut", "coffee", "chelsea", "rocket")
@@ -58,21 +58,22 @@ def codec_costs(tiles: list[np.ndarray], passes: int = 5) -> dict[str, dict[str,
     cv2.setNumThreads(1)
     out, blobs = {}, {}
     for name in FILTERS:
-        t0 = time.process_time()
-        blobs[name] = [cv2.imencode(".png", tile, png_params(name))[1] for tile in tiles]
-        encode = time.process_time() - t0
+        params = png_params(name)
+        blobs[name], _, encode = time_call(
+            lambda p=params: [cv2.imencode(".png", tile, p)[1] for tile in tiles]
+        )
         out[name] = {
             "kB": float(np.mean([len(b) for b in blobs[name]])) / 1024,
             "encode_us": 1e6 * encode / len(tiles),
-            "decode_us": float("inf"),
         }
-    for _ in range(passes):
-        for name in FILTERS:
-            t0 = time.process_time()
-            for blob in blobs[name]:
-                cv2.imdecode(blob, cv2.IMREAD_UNCHANGED)
-            us = 1e6 * (time.process_time() - t0) / len(tiles)
-            out[name]["decode_us"] = min(out[name]["decode_us"], us)
+    decode = {
+        name: lambda b=blobs[name]: time_call(
+            lambda: [cv2.imdecode(blob, cv2.IMREAD_UNCHANGED) for blob in b]
+        )[2]
+        for name in FILTERS
+    }
+    for name, cpu in interleave(decode, passes).items():
+        out[name]["decode_us"] = 1e6 * min(cpu) / len(tiles)
     return out
 
 
@@ -98,25 +99,17 @@ def rewrite_records(src: Any, name: str, out: Path) -> Path:
     """A copy of the records whose tile PNGs are re-encoded with filter ``name``."""
     import tensorflow as tf
 
-    from tfpipe.bench.reencode import read_records
+    from tfpipe.bench.reencode import rewrite_shards
     from tfpipe.records import format as fmt
-    from tfpipe.records.manifest import ShardInfo, write_manifest
-    from tfpipe.records.writer import ShardWriter, frame_record
 
-    out.mkdir(parents=True, exist_ok=True)
-    shards = []
-    for info in src.shards:
-        with ShardWriter(out / info.path, src.compression) as writer:
-            for record in read_records(src.root / info.path, src.compression):
-                example = tf.train.Example.FromString(record)
-                field = example.features.feature[fmt.IMAGE_ENCODED].bytes_list
-                tile = cv2.imdecode(np.frombuffer(field.value[0], np.uint8), cv2.IMREAD_UNCHANGED)
-                field.value[0] = cv2.imencode(".png", tile, png_params(name))[1].tobytes()
-                writer.write(frame_record(example.SerializeToString()))
-        r = writer.result
-        shards.append(ShardInfo(info.path, info.fold, r.records, r.bytes, r.sha256))
-    write_manifest(dataclasses.replace(src, root=out, shards=shards))
-    return out
+    def refilter(record: bytes) -> bytes:
+        example = tf.train.Example.FromString(record)
+        field = example.features.feature[fmt.IMAGE_ENCODED].bytes_list
+        tile = cv2.imdecode(np.frombuffer(field.value[0], np.uint8), cv2.IMREAD_UNCHANGED)
+        field.value[0] = cv2.imencode(".png", tile, png_params(name))[1].tobytes()
+        return example.SerializeToString()
+
+    return rewrite_shards(src, out, refilter)
 
 
 def first_tiles(src: Any, n: int) -> list[bytes]:
@@ -153,38 +146,16 @@ def speedups(throughput: dict, base: str, new: str) -> dict[str, dict]:
     out = {}
     for mode in ("decode_only", "full"):
         a, b = throughput[f"{mode} / {base}"], throughput[f"{mode} / {new}"]
-        rounds = [y / x for x, y in zip(a["rounds"], b["rounds"], strict=True)]
+        median, rounds = round_ratios(b["rounds"], a["rounds"])
         out[mode] = {
-            "median": statistics.median(rounds),
+            "median": median,
             "rounds": rounds,
             "cpu": a["cpu_ms_per_image"] / b["cpu_ms_per_image"],
         }
     return out
 
 
-def save_report(
-    name: str, args: Any, p: bi.Scale, load_before: Any, body: dict, markdown: Any
-) -> None:
-    """Write ``results/<name>.json`` and ``.md`` (``-quick`` with --quick); print the table."""
-    import tensorflow as tf
-
-    m = bi.machine(load_before, tf.__version__)
-    report = {
-        "benchmark": name,
-        "quick": args.quick,
-        "machine": f"{m['cpus']} CPUs, load average {m['load_average_before'][0]:.2f} before; "
-        f"TensorFlow {m['tensorflow']}",
-        "rounds": p.rounds,
-        **body,
-    }
-    stem = f"{name}-quick" if args.quick else name
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
-    markdown(report, RESULTS / f"{stem}.md")
-    print((RESULTS / f"{stem}.md").read_text())
-
-
-def write_markdown(report: dict, path: Path) -> None:
+def markdown(report: dict) -> str:
     base, new = FILTERS
     lines = [
         "# PNG row filter of the record tiles",
@@ -213,7 +184,7 @@ def write_markdown(report: dict, path: Path) -> None:
         "|---|---:|---:|---:|---:|---:|",
     ]
     lines += pipeline_rows(report, base, new)
-    path.write_text("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
 
 
 def pipeline_rows(report: dict, base: str, new: str) -> list[str]:
@@ -229,23 +200,14 @@ def pipeline_rows(report: dict, base: str, new: str) -> list[str]:
     return rows
 
 
-def start(doc: str) -> tuple[Any, dict, Any, Any, Any]:
-    """Parse the command line and prepare bench_input.py's demo records.
-
-    Returns ``(args, parameters, load average before, BenchData, Manifest)``.
-    """
-    args = bi.parse_args(doc)
+def main() -> None:
+    args = parse_args(__doc__, "tfpipe-bench-input", "tiny data, one round")
     p = bi.QUICK if args.quick else bi.FULL
-    load_before = bi.os.getloadavg()
-    from benchmarks._input_data import prepare
-    from tfpipe.records.manifest import read_manifest
+    load_before = os.getloadavg()
+    import tensorflow as tf
 
     data = prepare(args.work / ("quick" if args.quick else "full"), p.slides, p.size)
-    return args, p, load_before, data, read_manifest(data.records)
-
-
-def main() -> None:
-    args, p, load_before, data, src = start(__doc__)
+    src = read_manifest(data.records)
     folders = {
         name: rewrite_records(src, name, args.work / "png-filter" / f"{i}")
         for i, name in enumerate(FILTERS)
@@ -254,13 +216,19 @@ def main() -> None:
     sources = {"demo slides": demo, **real_tiles()}
     codec = {k: {"tiles": len(v), "costs": codec_costs(v)} for k, v in sources.items()}
     throughput = pipeline_rounds(data, folders, p)
-    body = {
+    m = machine(load_before, tf.__version__)
+    report = {
+        "benchmark": "png_filter",
+        "quick": args.quick,
+        "machine": f"{m['cpus']} CPUs, load average {m['load_average_before'][0]:.2f} before; "
+        f"TensorFlow {m['tensorflow']}",
+        "rounds": p.rounds,
         "records": src.num_records,
         "codec": codec,
         "throughput": throughput,
         "speedups": speedups(throughput, *FILTERS),
     }
-    save_report("png_filter", args, p, load_before, body, write_markdown)
+    write_results("png_filter-quick" if args.quick else "png_filter", report, markdown(report))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ Run:  python benchmarks/bench_predict.py            (20,000² slide; long on a 2
 
 Part 1, memory and speed. The slide is the held-out slide of
 ``make_demo_data(dir, n=1, size=20000)``, cached under ``benchmarks/_work/``;
-the settings are the experiment's (``experiments/kidney.yaml``: 1024-px
+the settings are the experiment's (``experiments/kidney-cpu.yaml``: 1024-px
 windows reduced 4x to 256 px, overlap 0.25). Each variant runs
 ``predict_slides`` in a fresh Python process, so its peak RSS (``ru_maxrss``)
 is its own. Its peak RSS after importing TensorFlow, loading the model and predicting
@@ -26,16 +26,17 @@ Writes benchmarks/results/predict.json and predict.md (``--quick``: predict-quic
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 
-from _predict_child import child
-
 ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT)]
+
+from benchmarks._common import write_results  # noqa: E402
+from benchmarks._predict_child import child  # noqa: E402
+
 WORK = ROOT / "benchmarks" / "_work"
-RESULTS = ROOT / "benchmarks" / "results"
 SPEED_VARIANTS = {
     "no TTA": ["predict.tta=[]"],
     "hflip+vflip": ["predict.tta=[hflip, vflip]"],
@@ -56,13 +57,13 @@ def main() -> None:
         **speed_and_memory(args, size),
         "tta_quality": tta_quality(args.demo),
     }
-    write_results(report, "predict-quick" if args.quick else "predict")
+    write_results("predict-quick" if args.quick else "predict", report, markdown(report))
 
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="2,048² slide: a smoke run")
-    p.add_argument("--experiment", type=Path, default=ROOT / "experiments" / "kidney.yaml")
+    p.add_argument("--experiment", type=Path, default=ROOT / "experiments" / "kidney-cpu.yaml")
     p.add_argument("--checkpoint", default=None, help="a trained .keras file or run folder")
     p.add_argument("--demo", type=Path, default=ROOT / "demo", help="a tfpipe demo workdir")
     return p.parse_args()
@@ -238,13 +239,6 @@ def score(pred: Path, truth: Path, images: Path) -> float:
 
 
 # ----------------------------------------------------------------- output
-
-
-def write_results(report: dict, name: str) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2))
-    (RESULTS / f"{name}.md").write_text(markdown(report))
-    print(markdown(report))
 
 
 def markdown(r: dict) -> str:

@@ -28,13 +28,10 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
-import json
+import functools
 import os
 import statistics
 import sys
-import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -45,7 +42,9 @@ sys.path[:0] = [str(HERE.parent)]
 
 import numpy as np  # noqa: E402
 
-RESULTS = HERE / "results"
+from benchmarks._common import parse_args, write_results  # noqa: E402
+from tfpipe.bench.measure import interleave, time_call  # noqa: E402
+
 SIZE, BATCH, SHARDS = 32, 8, 8
 FULL = {"records": 88_000, "start": 10_000, "repeats": 5, "skip_repeats": 2}
 QUICK = {"records": 4_000, "start": 400, "repeats": 2, "skip_repeats": 1}
@@ -55,15 +54,6 @@ SETTINGS = {
     "with_ids": True,
     "augment": {"flip": True, "rot90": True},
 }
-
-
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small epoch, two repeats")
-    parser.add_argument(
-        "--work", type=Path, default=Path(tempfile.gettempdir()) / "tfpipe-bench-resume"
-    )
-    return parser.parse_args()
 
 
 def build_records(root: Path, count: int) -> Path:
@@ -124,12 +114,10 @@ def build_records(root: Path, count: int) -> Path:
     return root
 
 
-def timed(first_batch: Callable[[], Any]) -> tuple[dict, list[bytes]]:
-    """Wall and CPU seconds of ``first_batch()``, and the ids of the batch it returns."""
-    t0, c0 = time.perf_counter(), time.process_time()
-    batch = first_batch()
-    out = {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0}
-    return out, batch[2].numpy().tolist()
+def first_batch_ids(call: Callable[[], Any]) -> tuple[dict, list[bytes]]:
+    """Wall and CPU seconds of ``call()`` (a first batch), and the ids of that batch."""
+    batch, wall, cpu = time_call(call)
+    return {"wall_s": wall, "cpu_s": cpu}, batch[2].numpy().tolist()
 
 
 def variants(records: Path, start: int, work: Path) -> dict[str, Callable[[], Any]]:
@@ -165,9 +153,7 @@ def save_checkpoint(records: Path, start: int, work: Path) -> dict:
     it = iter(load(records, repeat=True, **SETTINGS))
     for _ in range(start):
         next(it)
-    t0 = time.perf_counter()
-    tf.train.Checkpoint(iterator=it).save(str(work / "ckpt"))
-    seconds = time.perf_counter() - t0
+    _, seconds, _ = time_call(lambda: tf.train.Checkpoint(iterator=it).save(str(work / "ckpt")))
     size = sum(p.stat().st_size for p in work.glob("ckpt-1*"))
     return {"save_s": seconds, "bytes": size}
 
@@ -176,31 +162,26 @@ def measure(records: Path, p: dict, work: Path) -> dict:
     """Warm up each variant once, then interleaved repeats; medians and the batch ids."""
     calls = variants(records, p["start"], work)
     slow = [name for name in calls if name.startswith("decode")]
-    samples: dict[str, list[dict]] = {name: [] for name in calls}
-    ids: dict[str, list[bytes]] = {}
     for name, call in calls.items():
         if name not in slow:
-            timed(call)  # warm-up: the first call of a kind pays for tracing
-    for r in range(p["repeats"]):
-        for name, call in calls.items():
-            if name in slow and r >= p["skip_repeats"]:
-                continue
-            sample, ids[name] = timed(call)
-            samples[name].append(sample)
-    out = {}
-    for name, runs in samples.items():
+            time_call(call)  # warm-up: the first call of a kind pays for tracing
+    timed = {name: functools.partial(first_batch_ids, call) for name, call in calls.items()}
+    runs = interleave(timed, p["repeats"], limit=dict.fromkeys(slow, p["skip_repeats"]))
+    out: dict[str, Any] = {}
+    for name, results in runs.items():
+        samples = [sample for sample, _ in results]
         out[name] = {
-            "wall_s": statistics.median(s["wall_s"] for s in runs),
-            "cpu_s": statistics.median(s["cpu_s"] for s in runs),
-            "repeats": len(runs),
-            "wall_s_each": [round(s["wall_s"], 4) for s in runs],
+            "wall_s": statistics.median(s["wall_s"] for s in samples),
+            "cpu_s": statistics.median(s["cpu_s"] for s in samples),
+            "repeats": len(samples),
+            "wall_s_each": [round(s["wall_s"], 4) for s in samples],
         }
-    names = list(calls)
-    out["same_batch"] = all(ids[n] == ids[names[1]] for n in names[1:])
+    ids = [results[-1][1] for results in runs.values()]
+    out["same_batch"] = all(i == ids[1] for i in ids[1:])
     return out
 
 
-def write_markdown(report: dict, path: Path) -> None:
+def markdown(report: dict) -> str:
     start, t = report["start_step"], report["first_batch"]
     base = t["start_step=0"]["wall_s"]
     lines = [
@@ -230,19 +211,17 @@ def write_markdown(report: dict, path: Path) -> None:
         f"All ways hand out the same batch: {t['same_batch']}. The iterator checkpoint at step "
         f"{start:,}: {ckpt['bytes'] / 1024:.0f} kB, saved in {ckpt['save_s']:.2f} s.",
     ]
-    path.write_text("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
-    args = parse_args()
+    args = parse_args(__doc__, "tfpipe-bench-resume", "small epoch, two repeats")
     p = QUICK if args.quick else FULL
     load_before = os.getloadavg()
     import tensorflow as tf
 
     work = args.work / ("quick" if args.quick else "full")
-    t0 = time.perf_counter()
-    records = build_records(work / "records", p["records"])
-    build_s = time.perf_counter() - t0
+    records, build_s, _ = time_call(lambda: build_records(work / "records", p["records"]))
     checkpoint = save_checkpoint(records, p["start"], work)
     first_batch = measure(records, p, work)
     after = os.getloadavg()
@@ -258,11 +237,7 @@ def main() -> None:
         "first_batch": first_batch,
         "checkpoint": checkpoint,
     }
-    stem = "resume-quick" if args.quick else "resume"
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
-    write_markdown(report, RESULTS / f"{stem}.md")
-    print((RESULTS / f"{stem}.md").read_text())
+    write_results("resume-quick" if args.quick else "resume", report, markdown(report))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 # Sourced by demo.sh and test.sh: create .venv (once) and install tfpipe into it.
-# Usage: install_tfpipe [EXTRAS]    e.g. install_tfpipe test
+# Usage: install_tfpipe [EXTRAS]    e.g. install_tfpipe test, install_tfpipe train,rasterio
+# (no EXTRAS: the base install, the data commands only; pyproject.toml lists the extras)
 
 install_tfpipe() {
     local python=${PYTHON:-python3}

@@ -16,6 +16,7 @@ per ``fit`` on the 2-core test machine.
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +120,11 @@ def write_records(
     return root
 
 
+def history(path: Path) -> list[dict[str, str]]:
+    """The rows of a fold's ``history.csv`` (read whole: no file handle left open)."""
+    return list(csv.DictReader(path.read_text().splitlines()))
+
+
 def experiment(records: Path, runs: Path, *overrides: str) -> Experiment:
     """A small CPU experiment over ``records`` writing runs into ``runs``."""
     base = [
@@ -163,9 +169,11 @@ def use_tiny_model(monkeypatch: Any) -> None:
     monkeypatch.setattr(tfpipe.train.fold, "build_model", tiny_model)
 
 
+# Child processes import the helpers the way the tests do (tests._train_helpers).
 CHILD_PRELUDE = f"""
 import sys
-sys.path.insert(0, {str(REPO / "tests")!r})
-import tfpipe.train.fold, _train_helpers
+sys.path.insert(0, {str(REPO)!r})
+import tfpipe.train.fold
+from tests import _train_helpers
 tfpipe.train.fold.build_model = _train_helpers.tiny_model
 """

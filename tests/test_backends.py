@@ -5,7 +5,9 @@ import): a segmentation model (``uint8`` input, Normalize, colour-only
 Augment, Conv2D, sigmoid) and a classification model (full geometric and
 colour Augment) take a few ``fit`` steps on tiny records; the layer's
 ``(images, masks)`` path and its agreement with the tf.data engine are
-checked on that backend too. The limit is a hang guard, not a timing.
+checked on that backend too. The limit is a hang guard, not a timing. The two
+backends' processes run side by side (the test machine has 2 cores), started
+by one module fixture.
 """
 
 from __future__ import annotations
@@ -15,11 +17,15 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from tests._data_helpers import write_records
+
+# A hang guard above the subprocess's own limit (240 s), not a timing.
+pytestmark = pytest.mark.timeout(300)
 
 SCRIPT = r"""
 import json, sys
@@ -89,29 +95,18 @@ out_masks = keras.ops.convert_to_numpy(out_masks)
 report["pair_mask_values"] = sorted(int(v) for v in np.unique(out_masks))
 print("REPORT " + json.dumps(report))
 """
+BACKENDS = ("jax", "torch")
 
 
-@pytest.fixture(scope="module")
-def records(tmp_path_factory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("backends")
-    segmentation = write_records(root / "seg", per_shard=4, positive_every=2)
-    classification = write_records(root / "cls", task="classification", per_shard=4)
-    return segmentation, classification
-
-
-@pytest.mark.parametrize("backend", ["jax", "torch"])
-def test_a_model_trains_on_load_with_normalize_and_augment(backend, records):
-    if importlib.util.find_spec(backend) is None:
-        pytest.skip(
-            f"the {backend} package is not importable; pip install -e '.[test]' installs it"
-        )
+def run_script(backend: str, records: tuple[Path, Path]) -> subprocess.CompletedProcess:
+    """SCRIPT in a fresh process on ``backend`` (a hang fails on the 240 s limit)."""
     env = os.environ | {
         "KERAS_BACKEND": backend,
         "CUDA_VISIBLE_DEVICES": "",
         "JAX_PLATFORMS": "cpu",
         "TF_CPP_MIN_LOG_LEVEL": "2",
     }
-    done = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-c", SCRIPT, *map(str, records)],
         env=env,
         capture_output=True,
@@ -119,6 +114,29 @@ def test_a_model_trains_on_load_with_normalize_and_augment(backend, records):
         timeout=240,
         cwd=Path(__file__).parent.parent,
     )
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
+    """SCRIPT's run on every importable backend, two processes at a time."""
+    root = tmp_path_factory.mktemp("backends")
+    records = (
+        write_records(root / "seg", per_shard=4, positive_every=2),
+        write_records(root / "cls", task="classification", per_shard=4),
+    )
+    present = [b for b in BACKENDS if importlib.util.find_spec(b) is not None]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {b: pool.submit(run_script, b, records) for b in present}
+        return {b: future.result() for b, future in futures.items()}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_model_trains_on_load_with_normalize_and_augment(backend, runs):
+    if backend not in runs:
+        pytest.skip(
+            f"the {backend} package is not importable; pip install -e '.[test]' installs it"
+        )
+    done = runs[backend]
     lines = [line for line in done.stdout.splitlines() if line.startswith("REPORT ")]
     assert done.returncode == 0 and lines, done.stderr[-3000:]
     report = json.loads(lines[-1].removeprefix("REPORT "))

@@ -3,8 +3,8 @@
 import math
 
 import pytest
-from _bench_helpers import fake_report, measurement
 
+from tests._bench_helpers import fake_report, measurement
 from tfpipe.bench import advice
 from tfpipe.bench.report import AugmentPlacement, SweepResult
 

@@ -7,9 +7,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-from _bench_helpers import fake_report, measurement
 from matplotlib.container import BarContainer
 
+from tests._bench_helpers import fake_report, measurement
 from tfpipe.bench.chart import draw_stages
 
 

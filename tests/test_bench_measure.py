@@ -1,14 +1,26 @@
-"""The measurement core: images/s arithmetic on datasets with a known rate.
+"""The timing core: images/s and CPU arithmetic on datasets with a known rate, rounds.
 
-No test here reads a real clock: the known per-element delay advances a
-scripted clock, so the expected figures are exact on any machine.
+No test here reads a real clock for a figure: the known per-element delay
+advances a scripted clock, so the expected figures are exact on any machine.
 """
+
+import time
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfpipe.bench.measure import Measurement, count_images, time_dataset, time_iterator
+from tfpipe.bench.measure import (
+    Measurement,
+    count_images,
+    cpu_seconds,
+    interleave,
+    merge,
+    round_ratios,
+    time_call,
+    time_dataset,
+    time_iterator,
+)
 
 DELAY_S = 0.05  # per element: a serial pipeline then delivers exactly 1 / DELAY_S images/s
 
@@ -95,6 +107,83 @@ def test_measurement_round_trips_through_json():
     assert back == m
     assert (m.min, m.median, m.max) == (50.0, 100.0, 200.0)
     assert m.to_json()["images_per_s"] == {"min": 50.0, "median": 100.0, "max": 200.0}
+    assert "cpu_seconds" not in m.to_json()  # wall-only figures keep bench.json as it was
+    timed = Measurement("cpu", [1.0], [100], cpu_seconds=[0.5])
+    assert Measurement.from_json(timed.to_json()) == timed
+
+
+def test_cpu_time_is_taken_per_window_with_the_wall_time():
+    clock, cpu = ScriptedClock(), ScriptedClock()
+
+    def busy():
+        while True:
+            clock.advance(0.01)
+            cpu.advance(0.02)  # two threads busy: twice the wall time in CPU
+            yield np.zeros((4, 2))
+
+    m = time_iterator(busy(), "x", batches=5, repeats=2, warmup=3, cpu_clock=cpu, clock=clock)
+    assert m.cpu_seconds == pytest.approx([0.1, 0.1])
+    assert m.cpu_ms_per_image == pytest.approx(1000 * 0.1 / 20)
+    assert m.warmup_seconds == pytest.approx(0.03)
+    assert np.isnan(Measurement("wall only", [1.0], [4]).cpu_ms_per_image)
+
+
+def test_cpu_seconds_counts_this_process_and_on_request_its_children():
+    import subprocess
+    import sys
+
+    spin = "import time\nt = time.process_time()\nwhile time.process_time() - t < 1.5: pass"
+    child = subprocess.Popen([sys.executable, "-c", spin])
+    try:
+        deadline = time.monotonic() + 60
+        while cpu_seconds(children=True) - cpu_seconds() < 0.3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert cpu_seconds(children=True) - cpu_seconds() >= 0.3  # the child's CPU counts
+    finally:
+        child.wait(timeout=60)
+    before = cpu_seconds()
+    sum(i * i for i in range(200_000))
+    assert cpu_seconds() > before
+
+
+def test_time_call_returns_the_result_wall_and_cpu_seconds():
+    clock, cpu = ScriptedClock(), ScriptedClock()
+
+    def work():
+        clock.advance(2.0)
+        cpu.advance(0.5)
+        return "done"
+
+    assert time_call(work, cpu_clock=cpu, clock=clock) == ("done", 2.0, 0.5)
+
+
+def test_interleave_runs_rounds_in_order_and_stops_limited_variants_early():
+    calls = []
+
+    def variant(name):
+        return lambda: calls.append(name) or len(calls)
+
+    runs = interleave(
+        {n: variant(n) for n in "abc"}, 3, limit={"b": 1}, tick=lambda: calls.append("tick")
+    )
+    order = [c for c in calls if c != "tick"]
+    assert order == ["a", "b", "c", "a", "c", "a", "c"]
+    assert calls.count("tick") == 7
+    assert {k: len(v) for k, v in runs.items()} == {"a": 3, "b": 1, "c": 3}
+
+
+def test_rounds_merge_into_one_measurement_and_ratios_pair_the_rounds():
+    rounds = [
+        Measurement("full", [1.0], [100], warmup_seconds=0.5, cpu_seconds=[2.0]),
+        Measurement("full", [0.5], [100], warmup_seconds=0.5, cpu_seconds=[1.0]),
+        Measurement("full", [2.0], [100], warmup_seconds=0.5, cpu_seconds=[2.0]),
+    ]
+    m = merge(rounds)
+    assert m.name == "full" and m.rates == [100.0, 200.0, 50.0]
+    assert (m.median, m.cpu_ms_per_image, m.warmup_seconds) == (100.0, 20.0, 1.5)
+    # A slow spell in round 2 hits both variants: the per-round ratio stays 2.
+    median, per_round = round_ratios([100.0, 50.0, 100.0], [50.0, 25.0, 40.0])
+    assert per_round == [2.0, 2.0, 2.5] and median == 2.0
 
 
 def test_bad_arguments_are_refused():

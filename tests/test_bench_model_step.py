@@ -98,8 +98,9 @@ def test_the_augmenting_step_moves_masks_with_their_images():
     model.compile(keras.optimizers.SGD(0.0), "mse")
     images = np.random.default_rng(0).integers(0, 2, (16, 8, 8, 3)).astype(np.uint8)
     masks = images[..., :1].copy()
-    state = np.array(model.augment.seed_generator.state)
+    state = model.augment.seed_generator.state.value.numpy()
 
     assert model.train_on_batch(images, masks) == 0.0  # every mask moved with its image
-    assert not np.array_equal(model.augment.seed_generator.state, state)  # the step drew
+    drawn = model.augment.seed_generator.state.value.numpy()
+    assert not np.array_equal(drawn, state)  # the step drew
     assert model.train_on_batch(images, np.roll(masks, 1, axis=1)) > 0  # the loss can tell

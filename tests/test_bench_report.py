@@ -4,8 +4,8 @@ import json
 
 import numpy as np
 import pytest
-from _bench_helpers import fake_report, measurement
 
+from tests._bench_helpers import fake_report, measurement
 from tfpipe.bench.advice import decide
 from tfpipe.bench.chart import write_chart
 from tfpipe.bench.harness import compare_reports

@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
-from _bench_helpers import write_tiny_records
 
 import tfpipe.data as td
+from tests._bench_helpers import write_tiny_records
 from tfpipe.bench.stages import StagePlan, compose
 from tfpipe.config import load_experiment
 from tfpipe.records.manifest import read_manifest

@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-from _bench_helpers import write_tiny_records
 
+from tests._bench_helpers import write_tiny_records
 from tfpipe.bench.reencode import reencode_subset
 from tfpipe.bench.stages import StagePlan
 from tfpipe.bench.sweep import measure_sweep, parse_sweep

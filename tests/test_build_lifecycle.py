@@ -51,6 +51,8 @@ if __name__ == "__main__":  # workers import this file as __mp_main__: nothing t
     sys.exit(main(sys.argv[3:]))
 """
 TIMEOUT = 60  # generous: only a hang should ever reach it
+# Each test waits on at most a few TIMEOUTs; a hang anywhere else fails here.
+pytestmark = pytest.mark.timeout(300)
 
 
 class Held:
@@ -274,6 +276,10 @@ def test_full_disk_is_one_line_and_exit_2_and_the_old_output_stays(
     output.mkdir()
     (output / "old.txt").write_text("previous dataset")
     _fill_disk(stage, monkeypatch)
+    # The message quotes the free space; a fixed figure makes the two builds' messages equal
+    # while other processes write to the same disk.
+    fixed = SimpleNamespace(total=10**12, used=10**11, free=9 * 10**11)
+    monkeypatch.setattr(diskspace, "disk_usage", lambda path: fixed)
     cfg = data_config(experiment.parent / "data", output=output)
     with pytest.raises(DiskFullError) as caught:
         build_records(cfg, overwrite=True, progress=False)

@@ -67,9 +67,10 @@ def test_gpu_hosts_are_left_alone(monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(660)  # above the subprocess's own limit
 @pytest.mark.skipif(common.has_gpu_device(), reason="checks a CPU-only host")
 def test_cli_error_on_a_cpu_host_is_one_line_without_cuda_noise(tmp_path):
-    from _train_helpers import write_records
+    from tests._train_helpers import write_records
 
     records = write_records(tmp_path / "rec", folds=2, per_fold=4)
     yaml_path = tmp_path / "x.yaml"

@@ -1,21 +1,21 @@
-"""Damaged records never hang a process: every case ends with one clear error, in a subprocess.
+"""Damaged records never hang a process: every case ends with one clear error.
 
 Each case damages a copy of one tiny records folder (two folds, one shard of
-16 PNG tiles each) and runs, in a fresh Python process, either the library
-(one epoch of ``tfpipe.data.load()``) or ``tfpipe train`` (the tiny model of
-``_train_helpers``). A process that is not done within ``LIMIT_S`` fails the
-test as "hung": that is the hang check, not a timing assertion (a case takes
-~5-15 s, most of it importing TensorFlow).
+16 PNG tiles each) and runs either the library (one epoch of
+``tfpipe.data.load()``) or ``tfpipe train`` (the tiny model of
+``_train_helpers``).
 
 Cases: a flipped byte inside a record's data (the framing is intact, so only
-reading finds it), a truncated shard, a manifest listing 5 records more and 5
-fewer than the shard holds, and a record whose CRC is valid but whose image
-is not a PNG. The library raises ``RecordsError`` at ``load()`` for what the
-framing shows, and TensorFlow's error naming the shard (or the decode error)
-mid-epoch for the rest; ``tfpipe train`` prints one line and exits with 2.
-
-The cases run two at a time (the test machine has 2 cores), all started by
-one module fixture.
+reading finds it), a record whose CRC is valid but whose image is not a PNG,
+a truncated shard, and a manifest listing 5 records more and 5 fewer than
+the shard holds. The first two are found mid-epoch, with tf.data's threads
+running: they run in a fresh Python process each, and a process that is not
+done within ``LIMIT_S`` fails the test as "hung" (the hang check, not a
+timing assertion; a case takes ~5-15 s, most of it importing TensorFlow).
+They run two at a time (the test machine has 2 cores), all started by one
+module fixture. The last three the framing shows at ``load()``, before any
+pipeline runs: ``RecordsError`` there, and one line with exit status 2 from
+``tfpipe train``, checked in this process.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _train_helpers import CHILD_PRELUDE, disc_tile
 
+from tests._train_helpers import CHILD_PRELUDE, disc_tile, use_tiny_model
 from tfpipe.cli.input_errors import damaged_records_as_errors, describe_damage
 from tfpipe.errors import RecordsError
 from tfpipe.records import format as fmt
@@ -46,10 +46,14 @@ from tfpipe.records.reader import iter_records
 from tfpipe.records.writer import ShardWriter, frame_record
 
 LIMIT_S = 180
+# Hang guard for the test process itself: the `outcomes` fixture runs 5 subprocesses two at a
+# time, each killed after LIMIT_S, in the first test that asks for it.
+pytestmark = pytest.mark.timeout(3 * LIMIT_S + 120)
 PER_SHARD = 16
 DAMAGED = "fold1-00001-of-00002.tfrecord"  # a training shard when validating on fold 0
 SHARD = rf"\S*/records/{re.escape(DAMAGED)}"  # the damaged shard in any copy of the records
-CASES = ("flipped", "truncated", "count_plus5", "count_minus5", "bad_png")
+READ_CASES = ("flipped", "bad_png")  # found while reading: subprocesses
+FRAMING_CASES = ("truncated", "count_plus5", "count_minus5")  # found at load(): in-process
 
 LIBRARY = textwrap.dedent(
     """
@@ -235,7 +239,7 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def outcomes(base: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
     """Every default case, run two processes at a time: ``{"library/flipped": Outcome, ...}``."""
     jobs = {}
-    for case in CASES:
+    for case in READ_CASES:
         for kind in ("library", "train"):
             tmp = tmp_path_factory.mktemp(f"{kind}-{case}")
             records = tmp / "records"
@@ -245,8 +249,7 @@ def outcomes(base: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
                 jobs[f"{kind}/{case}"] = (LIBRARY, str(records))
             else:
                 jobs[f"{kind}/{case}"] = (TRAIN, *train_args(records, tmp))
-    for k in range(2):
-        jobs[f"exit/{k}"] = (ONE_BATCH, str(base))
+    jobs["exit"] = (ONE_BATCH, str(base))  # 20 times over in the slow test below
     with ThreadPoolExecutor(max_workers=2) as pool:
         futures = {name: pool.submit(run_python, *job) for name, job in jobs.items()}
         return {name: future.result() for name, future in futures.items()}
@@ -259,22 +262,6 @@ def outcomes(base: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
     ("case", "expected"),
     [
         ("flipped", r"tfpipe\.data: shard {shard} is corrupt or truncated"),
-        (
-            "truncated",
-            r"RecordsError: shard {shard} is truncated or corrupt: manifest\.json lists 16 "
-            r"records, its TFRecord framing holds 15 \(record 15 is truncated",
-        ),
-        (
-            "count_plus5",
-            r"RecordsError: shard {shard} is truncated or corrupt: manifest\.json lists 21 "
-            r"records, its TFRecord framing holds 16; rebuild the records, or set "
-            r"input\.skip_corrupt: true",
-        ),
-        (
-            "count_minus5",
-            r"RecordsError: shard {shard} holds 16 records \(counted from its TFRecord "
-            r"framing\) but manifest\.json lists 11",
-        ),
         ("bad_png", r"InvalidArgumentError: .*(Invalid PNG|Unknown image file format)"),
     ],
 )
@@ -285,6 +272,34 @@ def test_library_raises_a_clear_error_and_exits(outcomes, case, expected):
     assert re.search(expected.format(shard=SHARD), outcome.stderr), outcome.explain()
 
 
+FRAMING_ERRORS = {
+    "truncated": r"shard {shard} is truncated or corrupt: manifest\.json lists 16 records, its "
+    r"TFRecord framing holds 15 \(record 15 is truncated",
+    "count_plus5": r"shard {shard} is truncated or corrupt: manifest\.json lists 21 records, its "
+    r"TFRecord framing holds 16; rebuild the records, or set input\.skip_corrupt: true",
+    "count_minus5": r"shard {shard} holds 16 records \(counted from its TFRecord framing\) but "
+    r"manifest\.json lists 11",
+}
+
+
+@pytest.fixture(params=FRAMING_CASES)
+def framing_damage(request, base: Path, tmp_path: Path) -> tuple[str, Path]:
+    """``(case, records)``: a copy of the records with one kind of framing damage."""
+    records = tmp_path / "records"
+    shutil.copytree(base, records)
+    damage(records, request.param)
+    return request.param, records
+
+
+def test_library_names_framing_damage_at_load(framing_damage):
+    import tfpipe.data as td
+
+    case, records = framing_damage
+    expected = FRAMING_ERRORS[case].format(shard=SHARD)
+    with pytest.raises(RecordsError, match=expected):
+        td.load(records, batch_size=4)
+
+
 @pytest.mark.parametrize(
     ("case", "expected"),
     [
@@ -293,9 +308,6 @@ def test_library_raises_a_clear_error_and_exits(outcomes, case, expected):
             r"shard {shard} is corrupt or truncated: reading it failed before the 16 records "
             r"that manifest\.json lists .*tfpipe inspect-records .*input\.skip_corrupt: true",
         ),
-        ("truncated", r"shard {shard} is truncated or corrupt: .*holds 15"),
-        ("count_plus5", r"shard {shard} is truncated or corrupt: .*lists 21 .*holds 16"),
-        ("count_minus5", r"shard {shard} holds 16 records .*lists 11"),
         (
             "bad_png",
             r"a tile in \S*/records does not decode \(TensorFlow: .*\): .*tfpipe build-records",
@@ -311,6 +323,20 @@ def test_train_prints_one_line_and_exits_with_2(outcomes, case, expected):
     assert re.search(expected.format(shard=SHARD), lines[0]), outcome.explain()
 
 
+def test_train_names_framing_damage_in_one_line_and_exits_with_2(
+    framing_damage, tmp_path, monkeypatch, capsys
+):
+    from tfpipe.cli import main
+
+    case, records = framing_damage
+    use_tiny_model(monkeypatch)
+    assert main(train_args(records, tmp_path)) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tfpipe train: error: "), lines
+    assert re.search(FRAMING_ERRORS[case].format(shard=SHARD), lines[0]), lines
+    assert not (tmp_path / "runs").exists() or list((tmp_path / "runs").iterdir()) == []
+
+
 def _tensorflow_log(line: str) -> bool:
     """TensorFlow's start-up lines, whatever the log level (e.g. ``E0000 ... cuInit``)."""
     return line.startswith("WARNING: All log messages before absl::InitializeLog()") or (
@@ -319,13 +345,13 @@ def _tensorflow_log(line: str) -> bool:
 
 
 def test_reading_one_batch_and_leaving_exits(outcomes):
-    for k in range(2):
-        outcome = outcomes[f"exit/{k}"]
-        assert not outcome.hung and outcome.returncode == 0, outcome.explain()
-        assert outcome.stdout.strip() == "read (4, 32, 32, 3)"
+    outcome = outcomes["exit"]
+    assert not outcome.hung and outcome.returncode == 0, outcome.explain()
+    assert outcome.stdout.strip() == "read (4, 32, 32, 3)"
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(10 * LIMIT_S + 120)  # 20 processes, two at a time
 def test_reading_one_batch_and_leaving_exits_20_times(base):
     with ThreadPoolExecutor(max_workers=2) as pool:
         runs = list(pool.map(lambda _: run_python(ONE_BATCH, str(base)), range(20)))

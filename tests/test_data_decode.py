@@ -119,6 +119,10 @@ def test_a_damaged_png_tile_fails_the_epoch(tmp_path, monkeypatch):
             pass
 
 
+# Slow: the default run checks the same exit (an augmented repeated stream read and left) in
+# test_damaged_inputs.py::test_reading_one_batch_and_leaving_exits, two processes in parallel.
+@pytest.mark.slow
+@pytest.mark.timeout(180)
 def test_a_script_that_stops_reading_early_exits(tmp_path):
     # Decoding and augmentation are in flight when the script ends; nothing in the graph
     # waits for the interpreter, so it exits (a hang fails on the timeout).

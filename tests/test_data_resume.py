@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-from _data_helpers import all_ids, write_records
 
+from tests._data_helpers import all_ids, write_records
 from tfpipe.data import load
 from tfpipe.errors import ConfigError
 from tfpipe.records import format as fmt

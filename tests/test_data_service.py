@@ -16,6 +16,9 @@ import tfpipe.data as td
 from tests._data_helpers import all_ids, write_records
 from tfpipe.data import service
 
+# A stuck gRPC call blocks in C++, where only the thread method's os._exit ends the run.
+pytestmark = pytest.mark.timeout(300, method="thread")
+
 
 @pytest.fixture(scope="module")
 def cluster():
@@ -89,3 +92,19 @@ def test_keras_trains_from_the_service(cluster, tmp_path):
     history = model.fit(ds, epochs=2, steps_per_epoch=3, verbose=0)
     assert len(history.history["loss"]) == 2
     assert np.all(np.isfinite(history.history["loss"]))
+
+
+def test_balance_is_applied_on_the_workers(cluster, tmp_path):
+    # Natural positive fraction 0.2; balance 0.5 resamples on the workers.
+    root = write_records(tmp_path / "rec", size=8, encoding="raw", per_shard=25, positive_every=5)
+    ds = td.load(root, batch_size=5, with_ids=True, balance=0.5, service=cluster.target)
+    positive, repeated = [], []
+    for _ in range(4):
+        ids = []
+        for _, masks, batch_ids in ds:
+            positive += list(masks.numpy().reshape(len(masks), -1).max(axis=1) > 0)
+            ids += [s.decode() for s in batch_ids.numpy()]
+        repeated.append(len(ids) - len(set(ids)))
+    assert abs(np.mean(positive) - 0.5) < 0.08
+    # Positives are oversampled: tiles come back more than once within an epoch.
+    assert min(repeated) > 0

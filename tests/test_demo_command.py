@@ -57,6 +57,7 @@ def test_records_reused_when_the_data_settings_match(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # the whole demo (~3 min on 2 idle cores), then its rerun
 def test_demo_runs_end_to_end_and_reuses_its_steps(tmp_path, capsys):
     workdir = tmp_path / "demo"
     assert main(["demo", "--workdir", str(workdir), "--experiment", KIDNEY]) == 0

@@ -6,8 +6,8 @@ import shutil
 
 import cv2
 import pytest
-from _records_helpers import data_config, make_dataset
 
+from tests._records_helpers import data_config, make_dataset
 from tfpipe.cli import main
 from tfpipe.errors import RecordsError
 from tfpipe.records.build import build_records

@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 import tifffile
-from _predict_helpers import FakeModel, make_slide, pointwise_model
 
+from tests._predict_helpers import FakeModel, make_slide, pointwise_model
 from tfpipe.config import load_experiment
 from tfpipe.errors import ConfigError, InputDataError
 from tfpipe.io.rle import decode_rle

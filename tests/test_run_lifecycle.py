@@ -7,21 +7,26 @@ interrupted by raising ``KeyboardInterrupt`` from a callback (as Ctrl-C does).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import shutil
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 import keras
 import pytest
-from _train_helpers import experiment, use_tiny_model, write_records
 
 import tfpipe.train.fold
+from tests._train_helpers import experiment, use_tiny_model, write_records
 from tfpipe.cli import main
 from tfpipe.errors import ConfigError
 from tfpipe.train.callbacks import TrainingDiverged
 from tfpipe.train.rundir import RunDir, create_run, list_runs
+from tfpipe.train.runlog import RunRow, collect_rows
+from tfpipe.train.summary import RunSummary
 from tfpipe.train.trainer import train_experiment
 
 
@@ -137,7 +142,7 @@ def test_a_start_that_fails_before_the_first_step_removes_its_folder(
 def test_a_run_that_diverges_in_its_first_step_is_kept(
     records: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from _train_helpers import tiny_model
+    from tests._train_helpers import tiny_model
 
     def nan_model(cfg, input_shape):
         base = tiny_model(cfg, input_shape)
@@ -151,25 +156,71 @@ def test_a_run_that_diverges_in_its_first_step_is_kept(
     assert not run.resumable
 
 
-# ------------------------------------------------------------ --resume latest
+# ----------------------------------------------------------------- one resume
+#
+# One resume of a copy of the ``stopped`` run (fixture ``resumed``) serves the
+# checks below: ``--resume latest`` finds it among an empty and a finished run,
+# the message names the one real change, the run time adds the earlier
+# session, and the fold keeps only its final files.
 
 
-def test_resume_latest_skips_empty_and_finished_runs(
-    records: Path, stopped: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    real = interrupted_run(stopped, tmp_path)
-    exp = experiment(records, tmp_path)
-    create_run(tmp_path, "killed-while-starting", exp.to_dict())  # config.yaml only
-    finished = create_run(tmp_path, "finished", exp.to_dict())
+def h5_groups(path: Path) -> set[str]:
+    with h5py.File(path, "r") as f:
+        return set(f.keys())
+
+
+@dataclass
+class Resumed:
+    """What the runs folder held before the resume, and what the resume did."""
+
+    runs: Path
+    run: RunDir
+    resumable_before: list[bool]
+    row_before: RunRow
+    backups_before: list[str]
+    backup_groups: set[str]
+    best_weights_groups: set[str]
+    best_keras_before: bool
+    summary: RunSummary
+    out: str
+
+
+@pytest.fixture(scope="module")
+def resumed(records: Path, stopped: Path, tmp_path_factory: pytest.TempPathFactory) -> Resumed:
+    runs = tmp_path_factory.mktemp("resumed")
+    run = interrupted_run(stopped, runs)
+    exp = experiment(records, runs)
+    create_run(runs, "killed-while-starting", exp.to_dict())  # config.yaml only
+    finished = create_run(runs, "finished", exp.to_dict())
     finished.write_json("summary.json", {"run": finished.name, "folds": []})
-    assert [r.resumable for r in list_runs(tmp_path)] == [True, False, False]
+    fold = run.path / "fold0"
+    meta = json.loads((fold / "backup/training_metadata.json").read_text())
+    meta["seconds"] = 5000.0  # stands for a long first session
+    (fold / "backup/training_metadata.json").write_text(json.dumps(meta))
+    backups = sorted(p.name for p in (fold / "backup").iterdir())
+    before = {
+        "resumable_before": [r.resumable for r in list_runs(runs)],
+        "row_before": next(r for r in collect_rows(runs) if r.run == run.name),
+        "backups_before": backups,
+        "backup_groups": h5_groups(fold / "backup" / backups[0]),
+        "best_weights_groups": h5_groups(fold / "best.weights.h5"),
+        "best_keras_before": (fold / "best.keras").exists(),
+    }
+    (fold / "backup/tmp-ckpt-00000-0000009.weights.h5").write_bytes(b"left by a kill")
 
-    capsys.readouterr()
-    summary = train_experiment(experiment(records, tmp_path), folds=[0], resume="latest")
-    assert summary.run == real.name and summary.folds[0].steps == 3 * 2
-    out = capsys.readouterr().out
-    assert f"run folder: {real.path}" in out
-    assert "train.folds" not in out  # the same --fold as the run's: not "ignored"
+    out = io.StringIO()
+    changed = experiment(records, runs, *STOPPED, "train.learning_rate=0.02")
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out):
+        use_tiny_model(mp)
+        mp.setenv("COLUMNS", "1000")
+        summary = train_experiment(changed, folds=[0], resume="latest")
+    return Resumed(runs, run, summary=summary, out=out.getvalue(), **before)
+
+
+def test_resume_latest_skips_empty_and_finished_runs(resumed: Resumed) -> None:
+    assert resumed.resumable_before == [True, False, False]
+    assert resumed.summary.run == resumed.run.name and resumed.summary.folds[0].steps == 3 * 2
+    assert f"run folder: {resumed.run.path}" in resumed.out
 
 
 def test_resume_latest_without_a_resumable_run_says_why(records: Path, tmp_path: Path) -> None:
@@ -179,68 +230,42 @@ def test_resume_latest_without_a_resumable_run_says_why(records: Path, tmp_path:
         train_experiment(exp, resume="latest")
 
 
-def test_resume_message_names_real_changes_only(
-    records: Path, stopped: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    run = interrupted_run(stopped, tmp_path)
-    capsys.readouterr()
-    changed = experiment(records, tmp_path, *STOPPED, "train.learning_rate=0.02")
-    train_experiment(changed, folds=[0], resume=run.path)
-    out = capsys.readouterr().out
-    (line,) = [x for x in out.splitlines() if "with the config it started with; ignoring:" in x]
+def test_resume_message_names_real_changes_only(resumed: Resumed) -> None:
+    lines = resumed.out.splitlines()
+    (line,) = [x for x in lines if "with the config it started with; ignoring:" in x]
     # (train.runs_dir differs too: the run was copied here from another runs folder)
-    assert "train.learning_rate: 0.01 → 0.02" in line and "train.folds" not in line
+    assert "train.learning_rate: 0.01 → 0.02" in line
+    assert "train.folds" not in resumed.out  # the same --fold as the run's: not "ignored"
+
+
+def test_resume_cannot_change_the_folds(records: Path, stopped: Path, tmp_path: Path) -> None:
+    run = interrupted_run(stopped, tmp_path)
     with pytest.raises(ConfigError, match=r"--fold cannot change .*got --fold \[1\]"):
         train_experiment(experiment(records, tmp_path), folds=[1], resume=run.path)
 
 
-# ------------------------------------------------------------------ run time
-
-
-def test_resumed_run_time_adds_the_earlier_sessions(
-    records: Path, stopped: Path, tmp_path: Path
-) -> None:
-    from tfpipe.train.runlog import collect_rows
-
-    run = interrupted_run(stopped, tmp_path)
-    meta_path = run.path / "fold0/backup/training_metadata.json"
-    meta = json.loads(meta_path.read_text())
-    meta["seconds"] = 5000.0  # stands for a long first session
-    meta_path.write_text(json.dumps(meta))
-    (row,) = collect_rows(tmp_path)
-    assert row.status == "incomplete" and row.seconds == pytest.approx(5000.0)
-
-    summary = train_experiment(experiment(records, tmp_path), resume="latest")
+def test_resumed_run_time_adds_the_earlier_sessions(resumed: Resumed) -> None:
+    assert resumed.row_before.status == "incomplete"
+    assert resumed.row_before.seconds == pytest.approx(5000.0)
+    summary = resumed.summary
     assert 5000.0 < summary.folds[0].seconds <= summary.seconds
-    (row,) = collect_rows(tmp_path)
+    row = next(r for r in collect_rows(resumed.runs) if r.run == resumed.run.name)
     assert row.status == "done" and row.seconds == pytest.approx(summary.seconds)
 
 
-# ------------------------------------------------------------ checkpoint files
-
-
-def h5_groups(path: Path) -> set[str]:
-    with h5py.File(path, "r") as f:
-        return set(f.keys())
-
-
 def test_checkpoints_kept_per_fold_while_running_and_when_done(
-    records: Path, stopped: Path, tmp_path: Path
+    resumed: Resumed, tmp_path: Path
 ) -> None:
-    run = interrupted_run(stopped, tmp_path)
-    fold = run.path / "fold0"
-    backups = sorted(p.name for p in (fold / "backup").iterdir())
-    # One backup (4 steps done: epoch 1 and step 1 of epoch 2), with the optimizer state.
-    assert backups == ["ckpt-00001-0000001.weights.h5", "training_metadata.json"]
-    assert "optimizer" in h5_groups(fold / "backup" / backups[0])
-    # The best epoch so far: weights only, and no best.keras until the fold ends.
-    assert "optimizer" not in h5_groups(fold / "best.weights.h5")
-    assert not (fold / "best.keras").exists()
-    (fold / "backup/tmp-ckpt-00000-0000009.weights.h5").write_bytes(b"left by a kill")
-
-    train_experiment(experiment(records, tmp_path, *STOPPED), resume=run.path)
+    # While running: one backup (4 steps done: epoch 1 and step 1 of epoch 2) with the
+    # optimizer state; the best epoch so far as weights only; no best.keras yet.
+    assert resumed.backups_before == ["ckpt-00001-0000001.weights.h5", "training_metadata.json"]
+    assert "optimizer" in resumed.backup_groups
+    assert "optimizer" not in resumed.best_weights_groups
+    assert not resumed.best_keras_before
+    # Done: the backup (and the stale temp file a kill left in it) and last.keras are gone.
+    fold = resumed.run.path / "fold0"
     kept = sorted(p.name for p in fold.iterdir())
-    assert kept == ["best.keras", "history.csv", "result.json", "tb"]  # last.keras superseded
+    assert kept == ["best.keras", "history.csv", "result.json", "tb"]
     with zipfile.ZipFile(fold / "best.keras") as z:
         z.extract("model.weights.h5", tmp_path)
     assert "optimizer" not in h5_groups(tmp_path / "model.weights.h5")

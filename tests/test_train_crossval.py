@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from _train_helpers import experiment, write_records
 
+from tests._train_helpers import experiment, write_records
 from tfpipe.errors import ConfigError
 from tfpipe.train.crossval import plan_folds, select_folds
 

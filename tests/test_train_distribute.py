@@ -9,11 +9,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
-import tensorflow as tf
-from _train_helpers import CHILD_PRELUDE, write_records
 
+from tests._train_helpers import CHILD_PRELUDE, write_records
 from tfpipe.errors import ConfigError
-from tfpipe.train.distribute import is_chief, make_strategy, num_workers, shard_policy
+from tfpipe.train.distribute import is_chief, make_strategy, num_workers
 
 # Logical devices must be configured before TensorFlow initialises: a fresh process.
 CHILD = (
@@ -46,6 +45,7 @@ CHILD = (
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(660)  # above the subprocess's own limit
 def test_mirrored_strategy_trains_on_two_logical_cpus(tmp_path: Path) -> None:
     records = write_records(tmp_path / "rec", folds=2, per_fold=12)
     proc = subprocess.run(
@@ -94,10 +94,3 @@ def test_only_the_chief_writes(
 def test_no_tf_config_is_one_chief(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TF_CONFIG", raising=False)
     assert is_chief() and num_workers() == 1
-
-
-def test_shard_policy_by_files_per_worker() -> None:
-    policy = tf.data.experimental.AutoShardPolicy
-    assert shard_policy(num_shards=8, workers=4) == policy.FILE
-    assert shard_policy(num_shards=3, workers=4) == policy.DATA
-    assert shard_policy(num_shards=8, workers=1) == policy.DATA

@@ -16,7 +16,6 @@ slow one kills a child process with SIGKILL at the same step.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import signal
@@ -29,9 +28,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from _train_helpers import CHILD_PRELUDE, experiment, use_tiny_model, write_records
 
 import tfpipe.train.fold
+from tests._train_helpers import CHILD_PRELUDE, experiment, history, use_tiny_model, write_records
 from tfpipe.train.crossval import plan_folds
 from tfpipe.train.fold import FoldJob, training_stream, validation_data
 from tfpipe.train.trainer import train_experiment
@@ -171,6 +170,7 @@ CHILD = CHILD_PRELUDE + textwrap.dedent(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # the child's own limit (600 s), then two short runs here
 def test_sigkill_then_resume_matches_an_uninterrupted_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -199,6 +199,6 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(
     )
     assert resumed.folds[0].steps == whole.folds[0].steps == 2 * 4
     assert_same_weights(resumed_weights.weights, whole_weights.weights)
-    epochs = [int(r["epoch"]) for r in csv.DictReader((run / "fold0/history.csv").open())]
+    epochs = [int(r["epoch"]) for r in history(run / "fold0/history.csv")]
     assert epochs == [0, 1]
     assert (run / "summary.json").is_file() and not (run / "fold0/backup").exists()

@@ -6,7 +6,6 @@ the same outer shape (see ``_train_helpers``); the builders have their own tests
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -14,9 +13,9 @@ import keras
 import numpy as np
 import pytest
 import yaml
-from _train_helpers import experiment, tiny_model, use_tiny_model, write_records
 
 import tfpipe.train.fold
+from tests._train_helpers import experiment, history, tiny_model, use_tiny_model, write_records
 from tfpipe.errors import ConfigError
 from tfpipe.models import load_model
 from tfpipe.train.callbacks import TrainingDiverged
@@ -69,7 +68,7 @@ def test_run_folder_holds_config_checkpoints_history_and_summary(
         fold = run / f"fold{k}"
         assert (fold / "best.keras").is_file() and (fold / "tb").is_dir()
         assert not (fold / "backup").exists()  # removed once the fold is done
-        rows = list(csv.DictReader((fold / "history.csv").open()))
+        rows = history(fold / "history.csv")
         assert [int(r["epoch"]) for r in rows] == [0, 1]
         best = max(rows, key=lambda r: float(r["val_dice"]))
         result = summary.folds[k]
@@ -82,6 +81,10 @@ def test_run_folder_holds_config_checkpoints_history_and_summary(
     assert saved["mean"] == pytest.approx(summary.mean)
 
 
+# Slow: in the default run, test_train_resume.py's test_interrupted_fold_resumes_on_the_same_
+# batches_with_the_same_weights checks more (with train.deterministic, two runs, one of them
+# resumed, end with the same weights); test_one_fold_run checks that --fold is logged.
+@pytest.mark.slow
 def test_same_seed_gives_the_same_fold_metrics(records: Path, tmp_path: Path) -> None:
     overrides = ("train.deterministic=true", "train.epochs=1", "input.augment.flip=true")
     first = train_experiment(experiment(records, tmp_path / "a", *overrides), folds=[1])
@@ -89,7 +92,7 @@ def test_same_seed_gives_the_same_fold_metrics(records: Path, tmp_path: Path) ->
     assert [f.fold for f in first.folds] == [1]
     assert first.folds[0].score == pytest.approx(second.folds[0].score, abs=1e-4)
     hist = [
-        list(csv.DictReader(next(p.iterdir()).joinpath("fold1/history.csv").open()))
+        history(next(p.iterdir()).joinpath("fold1/history.csv"))
         for p in (tmp_path / "a", tmp_path / "b")
     ]
     assert float(hist[0][0]["loss"]) == pytest.approx(float(hist[1][0]["loss"]), abs=1e-4)
@@ -133,8 +136,8 @@ class InterruptAt(keras.callbacks.Callback):
 def test_ctrl_c_leaves_last_checkpoint_and_resume_skips_done_folds(
     records: Path, tmp_path: Path
 ) -> None:
-    exp = experiment(records, tmp_path, "train.backup_freq=1", "train.epochs=3")
-    interrupt = InterruptAt(fit=2, epoch=1, batch=0)  # fold 1, second epoch, first step
+    exp = experiment(records, tmp_path, "train.backup_freq=1", "train.epochs=2")
+    interrupt = InterruptAt(fit=2, epoch=1, batch=0)  # fold 1, second (last) epoch, first step
     with pytest.raises(KeyboardInterrupt):
         train_experiment(exp, callbacks=[interrupt])
     run = next(tmp_path.iterdir())
@@ -145,12 +148,8 @@ def test_ctrl_c_leaves_last_checkpoint_and_resume_skips_done_folds(
     # Resuming uses the run's own config, whatever the experiment passed in says.
     resumed = train_experiment(experiment(records, tmp_path, "train.epochs=9"), resume="latest")
     assert resumed.folds[0].score == pytest.approx(done_fold0["score"])  # skipped, not retrained
-    assert resumed.folds[0].steps == resumed.folds[1].steps == 3 * 2  # exactly the planned steps
-    assert [int(r["epoch"]) for r in csv.DictReader((run / "fold1/history.csv").open())] == [
-        0,
-        1,
-        2,
-    ]
+    assert resumed.folds[0].steps == resumed.folds[1].steps == 2 * 2  # exactly the planned steps
+    assert [int(r["epoch"]) for r in history(run / "fold1/history.csv")] == [0, 1]
 
 
 def test_resume_without_runs_is_a_config_error(records: Path, tmp_path: Path) -> None:
@@ -172,8 +171,12 @@ def test_classification_reports_auc_per_label(tmp_path: Path) -> None:
     )
     summary = train_experiment(exp, folds=[0])
     fold = summary.folds[0]
-    assert summary.metric == "auc" and fold.metric == "auc" and 0.0 <= fold.score <= 1.0
+    assert summary.metric == "auc" and fold.metric == "auc"
+    run = next((tmp_path / "runs").iterdir())
+    rows = history(run / "fold0/history.csv")
+    assert fold.score == pytest.approx(max(float(r["val_auc"]) for r in rows))  # best epoch
     assert set(fold.label_auc) == {"label0", "label1", "label2"}
+    assert all(v is None or 0.0 <= v <= 1.0 for v in fold.label_auc.values())
     with pytest.raises(ConfigError, match=r"model\.classes must equal the 3 labels"):
         train_experiment(
             experiment(

@@ -17,9 +17,10 @@ Example:
     ('compute-bound', 140.2)
     >>> compare_reports("runs/bench-a", "runs/bench-b")                   # doctest: +SKIP
 
-Modules: ``harness`` (entry points), ``measure`` (timing core), ``stages``,
-``ablation``, ``model_step``, ``sweep`` and ``reencode``, ``advice``,
-``report`` / ``tables`` / ``chart`` (outputs), ``machine``, ``progress``.
+Modules: ``harness`` (entry points, progress display), ``measure`` (the timing
+core, shared with the scripts in ``benchmarks/``), ``stages``, ``ablation``,
+``model_step``, ``sweep`` and ``reencode``, ``advice``, ``report`` (figures,
+``bench.json``) / ``tables`` (Markdown) / ``chart`` (PNG), ``machine``.
 """
 
 from tfpipe.bench.harness import bench_input, compare_reports

@@ -33,11 +33,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from tfpipe.bench.advice import CACHE_RAM_FRACTION
 from tfpipe.bench.stages import Stage, StagePlan, compose
 
 MAX_CACHE_WARMUP = 200
 """Longest epoch (in batches) the cache variant is allowed to spend filling its cache."""
-CACHE_RAM_FRACTION = 0.5
 
 
 def variants(sp: StagePlan) -> list[Stage]:
@@ -95,14 +95,7 @@ def switch_off(sp: StagePlan, name: str, what: str, key: str, value: Any) -> Sta
 def cache_variant(sp: StagePlan) -> Stage | None:
     """Cache on when the experiment has it off (and it fits), or off when it is on."""
     if sp.cfg.cache != "none":
-        return Stage(
-            "no cache",
-            lambda: sp.pipeline(cache="none"),
-            True,
-            sp.output_bytes,
-            "input.cache: none",
-            extra={"optimisation": "cache", "hint": "set input.cache: none"},
-        )
+        return switch_off(sp, "no cache", "cache", "cache", "none")
     epoch = sp.plan.num_records // sp.cfg.batch_size
     settings = sp.settings()
     fits = settings["decoded_mb"] <= CACHE_RAM_FRACTION * settings["available_mb"]

@@ -27,17 +27,26 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from tfpipe.bench.advice import decide
 from tfpipe.bench.chart import write_chart
-from tfpipe.bench.progress import BenchProgress
 from tfpipe.bench.report import BenchReport, write_text_atomic
 from tfpipe.bench.sweep import SweepSpec, measure_sweep, parse_sweep
 from tfpipe.bench.tables import compare_markdown
@@ -46,6 +55,8 @@ from tfpipe.errors import ConfigError
 
 if TYPE_CHECKING:
     from tfpipe.bench.stages import StagePlan
+
+T = TypeVar("T")
 
 
 def bench_input(
@@ -113,7 +124,6 @@ def measure_everything(
 ) -> None:
     """Fill ``report`` with the stage, ablation, sweep, model and in-model augmentation figures."""
     from tfpipe.bench import ablation, model_step
-    from tfpipe.bench.measure import measure_stage
     from tfpipe.bench.stages import augmenter
 
     variants = ablation.variants(plan)[1:] if cfg.ablation else []
@@ -123,13 +133,11 @@ def measure_everything(
     steps = (cfg.model_steps * (2 if model_step.has_gpu() else 1) + cfg.fit_steps) * (1 + in_model)
     timing = {"batches": cfg.batches, "repeats": cfg.repeats, "warmup": cfg.warmup}
     with BenchProgress(windows + (steps if cfg.model_steps else 0), enabled=progress) as bar:
-        report.stages = [bar.run(s.name, measure_stage, s, **timing) for s in plan.stages]
+        report.stages = [bar.run(s.name, s.measure, **timing) for s in plan.stages]
         if cfg.ablation:
             # The full pipeline was just timed as the last stage: it is the ablation's base.
             full = dataclasses.replace(report.stages[-1], name="full", note="load() as configured")
-            report.ablation = [full] + [
-                bar.run(v.name, measure_stage, v, **timing) for v in variants
-            ]
+            report.ablation = [full] + [bar.run(v.name, v.measure, **timing) for v in variants]
         report.sweeps = [
             bar.run(f"sweep {s.key}", measure_sweep, plan, s, limit=cfg.sweep_records, **timing)
             for s in specs
@@ -148,7 +156,7 @@ def measure_everything(
                 steps_per_epoch=plan.plan.num_records // plan.cfg.batch_size,
             )
         if in_model:
-            decode_only = bar.run("augment off", measure_stage, plan.unaugmented(), **timing)
+            decode_only = bar.run("augment off", plan.unaugmented().measure, **timing)
             feed = iter(plan.unaugmented().build().repeat()) if cfg.fit_steps else None
             report.augment_in_model = bar.run(
                 "model step + Augment",
@@ -160,6 +168,47 @@ def measure_everything(
                 warmup=cfg.model_warmup,
                 fit_steps=cfg.fit_steps,
             )
+
+
+class BenchProgress:
+    """The live progress display (Rich): one bar counts every timed window and model step.
+
+    Its label names the measurement in progress, so a slow stage is visible
+    while it runs. Disabled, it still runs the work (tests, ``progress=False``).
+
+    Example:
+        >>> with BenchProgress(total=3, enabled=False) as bar:
+        ...     bar.run("sum", lambda tick: [tick() for _ in range(3)])
+        [None, None, None]
+    """
+
+    def __init__(self, total: int, enabled: bool = True) -> None:
+        self.progress = Progress(
+            TextColumn("[bold]bench-input[/] {task.description:<32}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=Console(file=sys.stderr),
+            disable=not enabled,
+        )
+        self.task = self.progress.add_task("starting", total=total)
+
+    def __enter__(self) -> BenchProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def tick(self) -> None:
+        """One timed window (or model step) finished."""
+        self.progress.advance(self.task)
+
+    def run(self, description: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Call ``fn(*args, tick=self.tick, **kwargs)`` with ``description`` on the bar."""
+        self.progress.update(self.task, description=description)
+        return fn(*args, tick=self.tick, **kwargs)
 
 
 def bench_settings(bench: BenchConfig, batches: int | None, repeats: int | None) -> BenchConfig:

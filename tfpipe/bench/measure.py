@@ -1,12 +1,19 @@
-"""The measurement core: time a ``tf.data.Dataset`` the way a training loop consumes it.
+"""The timing core of ``tfpipe bench-input`` and of the scripts in ``benchmarks/``.
 
-One iterator is opened per measurement; ``warmup`` elements are pulled and
-thrown away (they pay for thread start-up, file opening, autotune ramp-up and
-tracing), then ``repeats`` back-to-back windows of ``batches`` elements are
-timed. Every window gives one images/s figure, so the spread (min / median /
-max) shows how noisy the machine is. Images are counted from the element
-itself (the leading dimension of a batched element, 1 otherwise), so the rate
-is exact whatever the batch size or a short final batch.
+* :func:`time_iterator` (:func:`time_dataset` for a ``tf.data.Dataset``):
+  ``warmup`` elements are pulled and thrown away (they pay for thread
+  start-up, file opening, autotune ramp-up and tracing), then ``repeats``
+  back-to-back windows of ``batches`` elements are timed: wall time and,
+  given a ``cpu_clock`` (:func:`cpu_seconds`), process CPU time. Every window
+  gives one images/s figure, so the spread (min / median / max) shows how
+  noisy the machine is. Images are counted from the element itself (the
+  leading dimension of a batched element, 1 otherwise), so the rate is exact
+  whatever the batch size or a short final batch.
+* :func:`time_call`: wall and CPU seconds of one call (a time to first batch).
+* :func:`interleave`: variants in rounds (A B C A B C ...), so that a slow
+  spell on a shared machine hits all of them alike; :func:`merge` makes one
+  variant's rounds one :class:`Measurement` (a window per round) and
+  :func:`round_ratios` sets two variants against each other round by round.
 
 MB/s is images/s times the bytes one image occupies when it *leaves* the stage
 (serialized record, encoded bytes, or decoded pixels): the caller states it,
@@ -18,22 +25,23 @@ Example:
     >>> from tfpipe.bench.measure import time_dataset
     >>> ds = tf.data.Dataset.range(10_000).batch(100).repeat()
     >>> m = time_dataset(ds, "range", batches=20, repeats=3, batched=True, bytes_per_image=8)
-    >>> m.images_per_window
-    2000
+    >>> m.images
+    [2000, 2000, 2000]
 """
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
-if TYPE_CHECKING:  # stages imports this module
-    from tfpipe.bench.stages import Stage
+import psutil
 
 MB = 1e6
+T = TypeVar("T")
 
 
 @dataclass
@@ -50,10 +58,8 @@ class Measurement:
     """Time to pull the warm-up elements (includes time to first element)."""
     note: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def images_per_window(self) -> int:
-        return self.images[0] if self.images else 0
+    cpu_seconds: list[float] = field(default_factory=list)
+    """Process CPU time of each timed window (empty when it was not measured)."""
 
     @property
     def rates(self) -> list[float]:
@@ -83,8 +89,18 @@ class Measurement:
     def ms_per_image(self) -> float:
         return 1000.0 / self.median if self.median > 0 else float("inf")
 
+    @property
+    def cpu_ms_per_image(self) -> float:
+        """Median over the windows of CPU milliseconds per image; NaN when CPU was not timed."""
+        if not self.cpu_seconds:
+            return float("nan")
+        pairs = zip(self.cpu_seconds, self.images, strict=True)
+        return statistics.median(1000.0 * c / n for c, n in pairs)
+
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
+        if not self.cpu_seconds:
+            del d["cpu_seconds"]  # bench-input times wall only; its bench.json stays as it was
         d.update(
             images_per_s={"min": self.min, "median": self.median, "max": self.max},
             mb_per_s=self.mb_per_s,
@@ -93,7 +109,7 @@ class Measurement:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Measurement:
-        keys = {"name", "seconds", "images", "bytes_per_image", "warmup_seconds", "note", "extra"}
+        keys = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in keys})
 
 
@@ -110,15 +126,33 @@ def count_images(element: Any, batched: bool) -> int:
     return int(shape[0]) if len(shape) else 1
 
 
+def cpu_seconds(children: bool = False) -> float:
+    """User + system CPU seconds of this process, and of its child processes with ``children``.
+
+    The children (e.g. PyTorch DataLoader workers) are read while they run:
+    ``getrusage`` counts only children that have exited and been waited for.
+    """
+    total = time.process_time()
+    procs = psutil.Process().children(recursive=True) if children else []
+    for proc in procs:
+        try:
+            t = proc.cpu_times()
+        except psutil.NoSuchProcess:  # exited between listing and reading
+            continue
+        total += t.user + t.system
+    return total
+
+
 def time_iterator(
     iterator: Iterator[Any],
     name: str,
     *,
     batches: int,
-    repeats: int,
+    repeats: int = 1,
     warmup: int = 1,
     batched: bool = True,
     bytes_per_image: float = 0.0,
+    cpu_clock: Callable[[], float] | None = None,
     on_window: Callable[[], None] | None = None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> Measurement:
@@ -132,6 +166,7 @@ def time_iterator(
         warmup: Elements pulled and discarded before timing.
         batched: Whether elements are batches (images counted from the leading dim).
         bytes_per_image: Bytes one image occupies leaving this stage (for MB/s).
+        cpu_clock: CPU seconds now (:func:`cpu_seconds`); None to time wall only.
         on_window: Called after each timed window (progress display).
         clock: Seconds now; tests pass a scripted clock.
 
@@ -146,18 +181,20 @@ def time_iterator(
     start = clock()
     for _ in range(warmup):
         next(iterator)
-    warm = clock() - start
-    seconds, images = [], []
+    m = Measurement(name, [], [], bytes_per_image, warmup_seconds=clock() - start)
     for _ in range(repeats):
         n = 0
+        cpu0 = cpu_clock() if cpu_clock else 0.0
         t0 = clock()
         for _ in range(batches):
             n += count_images(next(iterator), batched)
-        seconds.append(clock() - t0)
-        images.append(n)
+        m.seconds.append(clock() - t0)
+        m.images.append(n)
+        if cpu_clock:
+            m.cpu_seconds.append(cpu_clock() - cpu0)
         if on_window is not None:
             on_window()
-    return Measurement(name, seconds, images, bytes_per_image, warmup_seconds=warm)
+    return m
 
 
 def time_dataset(ds: Any, name: str, **kwargs: Any) -> Measurement:
@@ -169,29 +206,69 @@ def time_dataset(ds: Any, name: str, **kwargs: Any) -> Measurement:
     return time_iterator(iter(ds.repeat()), name, **kwargs)
 
 
+def time_call(
+    fn: Callable[[], T],
+    *,
+    cpu_clock: Callable[[], float] = cpu_seconds,
+    clock: Callable[[], float] = time.perf_counter,
+) -> tuple[T, float, float]:
+    """``fn()``'s result, and the wall and CPU seconds the call took."""
+    cpu0, t0 = cpu_clock(), clock()
+    result = fn()
+    return result, clock() - t0, cpu_clock() - cpu0
+
+
+def interleave(
+    calls: Mapping[str, Callable[[], T]],
+    rounds: int,
+    *,
+    limit: Mapping[str, int] | None = None,
+    tick: Callable[[], None] | None = None,
+) -> dict[str, list[T]]:
+    """Call every variant once a round, in order, for ``rounds`` rounds.
+
+    Args:
+        calls: Name → one measurement of that variant.
+        rounds: Rounds to run.
+        limit: Fewer rounds for some variants (slow ones): they sit out the later rounds.
+        tick: Called after each call (progress display).
+
+    Returns:
+        Name → the results of its calls, round by round.
+    """
+    limit = limit or {}
+    out: dict[str, list[T]] = {name: [] for name in calls}
+    for r in range(rounds):
+        for name, call in calls.items():
+            if r < limit.get(name, rounds):
+                out[name].append(call())
+                if tick is not None:
+                    tick()
+    return out
+
+
+def merge(rounds: Sequence[Measurement]) -> Measurement:
+    """One variant's interleaved rounds as one measurement: every round's windows, in order."""
+    return dataclasses.replace(
+        rounds[0],
+        seconds=[s for m in rounds for s in m.seconds],
+        images=[n for m in rounds for n in m.images],
+        cpu_seconds=[c for m in rounds for c in m.cpu_seconds],
+        warmup_seconds=sum(m.warmup_seconds for m in rounds),
+    )
+
+
+def round_ratios(a: Sequence[float], b: Sequence[float]) -> tuple[float, list[float]]:
+    """``a / b`` round by round (figures of the same rounds), and the median of those ratios.
+
+    A round times every variant back to back, so a slow spell on a shared
+    machine moves both sides of its ratio: the per-round ratios are steadier
+    than a ratio of medians.
+    """
+    per_round = [ratio(x, y) for x, y in zip(a, b, strict=True)]
+    return statistics.median(per_round), per_round
+
+
 def ratio(a: float, b: float) -> float:
     """``a / b``, or NaN when ``b`` is zero (a variant that failed to run)."""
     return a / b if b else float("nan")
-
-
-def measure_stage(
-    stage: Stage,
-    *,
-    batches: int,
-    repeats: int,
-    warmup: int,
-    tick: Callable[[], None] | None = None,
-) -> Measurement:
-    """Time one stage (or ablation or sweep variant); the measurement keeps its labels."""
-    m = time_dataset(
-        stage.build(),
-        stage.name,
-        batches=batches,
-        repeats=repeats,
-        warmup=warmup if stage.warmup is None else max(warmup, stage.warmup),
-        batched=stage.batched,
-        bytes_per_image=stage.bytes_per_image,
-        on_window=tick,
-    )
-    m.note, m.extra = stage.note, dict(stage.extra)
-    return m

@@ -70,7 +70,6 @@ def measure_model(
     """
     gpu = has_gpu()
     batch_size = exp.train.batch_size or exp.input.batch_size
-    mixed = exp.train.mixed_precision == "on" or (exp.train.mixed_precision == "auto" and gpu)
     x, y = synthetic_batch(exp, batch_size, input_shape)
     timed = {"steps": steps, "warmup": warmup, "tick": tick}
     model = compiled_model(exp, input_shape, steps_per_epoch)
@@ -80,15 +79,9 @@ def measure_model(
         with dtype_policy("mixed_float16"):
             mixed_model = compiled_model(exp, input_shape, steps_per_epoch)
             compute_mixed = time_steps(mixed_model, x, y, "compute mixed_float16", **timed)
-        if mixed:
+        if wants_mixed(exp, gpu):
             e2e_model = mixed_model
-    end_to_end = None
-    if batches is not None:
-        # The step is traced and warm by now; the settled-start rule still drops a first
-        # step slowed by the pipeline's start-up, without paying a fixed warm-up step.
-        end_to_end = time_train_loop(
-            e2e_model, batches, "end-to-end", **{**timed, "steps": fit_steps or steps, "warmup": 0}
-        )
+    end_to_end = time_fed(e2e_model, batches, "end-to-end", timed, fit_steps)
     return ModelTiming(
         model=f"{exp.model.arch}-{exp.model.backbone}",
         device=device_name(),
@@ -126,18 +119,36 @@ def measure_augment_in_model(
     from tfpipe.bench.stages import augmenter
 
     exp, shape = sp.exp, sp.input_shape
-    mixed = exp.train.mixed_precision == "on" or (exp.train.mixed_precision == "auto" and has_gpu())
     x, y = synthetic_batch(exp, sp.cfg.batch_size, shape)
     timed = {"steps": steps, "warmup": warmup, "tick": tick}
-    with dtype_policy("mixed_float16") if mixed else nullcontext():
+    with dtype_policy("mixed_float16") if wants_mixed(exp, has_gpu()) else nullcontext():
         model = compiled_model(exp, shape, sp.plan.num_records // sp.cfg.batch_size, sp)
         compute = time_steps(model, x, y, "compute + Augment", **timed)
-        end_to_end = None
-        if batches is not None:
-            # Traced and warm by now, as in measure_model.
-            e2e = {**timed, "steps": fit_steps or steps, "warmup": 0}
-            end_to_end = time_train_loop(model, batches, "end-to-end + Augment", **e2e)
+        end_to_end = time_fed(model, batches, "end-to-end + Augment", timed, fit_steps)
     return AugmentPlacement(list(augmenter(sp).ops), pipeline, compute, end_to_end)
+
+
+def wants_mixed(exp: Experiment, gpu: bool) -> bool:
+    """Whether ``tfpipe train`` would train under ``mixed_float16`` on this machine."""
+    return exp.train.mixed_precision == "on" or (exp.train.mixed_precision == "auto" and gpu)
+
+
+def time_fed(
+    model: Any,
+    batches: Iterator[Any] | None,
+    name: str,
+    timed: dict[str, Any],
+    fit_steps: int | None,
+) -> Measurement | None:
+    """The training step fed by the pipeline's ``batches`` (None without them).
+
+    The step is traced and warm by now; the settled-start rule still drops a
+    first step slowed by the pipeline's start-up, without a fixed warm-up step.
+    """
+    if batches is None:
+        return None
+    steps = fit_steps or timed["steps"]
+    return time_train_loop(model, batches, name, **{**timed, "steps": steps, "warmup": 0})
 
 
 def augmenting(model: Any, sp: StagePlan) -> Any:
@@ -150,7 +161,9 @@ def augmenting(model: Any, sp: StagePlan) -> Any:
 
     from tfpipe.data import Augment
 
-    layer = Augment(sp.cfg.augment, size=sp.plan.size, seed=sp.cfg.seed)
+    # Tile mixing stays in the input pipeline (the layer cannot mix targets).
+    per_tile = sp.cfg.augment.model_copy(update={"mixup_p": 0.0, "cutmix_p": 0.0})
+    layer = Augment(per_tile, size=sp.plan.size, seed=sp.cfg.seed)
     pairs = sp.plan.layout.task == "segmentation"
 
     class Augmenting(keras.Model):

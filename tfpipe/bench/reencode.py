@@ -9,7 +9,8 @@ or raw with raw tiles), and writes them with the records writer into a
 temporary folder with the same fold/shard layout and a manifest. Every value
 of the sweep is measured on identical pixels, so only the codec differs.
 JPEG is lossy, so a JPEG subset re-encoded from PNG is what build-records
-would have written, up to JPEG's own rounding.
+would have written, up to JPEG's own rounding. :func:`rewrite_shards` is the
+copy underneath, for any rewrite of the serialized records.
 
 Example:
     >>> from tfpipe.records.manifest import read_manifest
@@ -20,9 +21,10 @@ Example:
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,39 +46,60 @@ def reencode_subset(
 ) -> Path:
     """Write up to ``limit`` records of ``src`` into ``out`` with a new encoding/compression.
 
-    Every source shard contributes its share of the subset, so folds and the
+    ``encoding``: ``png``, ``jpeg`` (at ``quality``) or ``raw``; ``compression``:
+    ``none`` or ``gzip``; the rest as :func:`rewrite_shards`.
+    """
+    return rewrite_shards(
+        src,
+        out,
+        lambda record: reencode_record(record, src.task, encoding, quality),
+        compression=compression,
+        limit=limit,
+        encoding=encoding,
+    )
+
+
+def rewrite_shards(
+    src: Manifest,
+    out: Path,
+    rewrite: Callable[[bytes], bytes],
+    *,
+    compression: str | None = None,
+    limit: int | None = None,
+    **changes: Any,
+) -> Path:
+    """Copy ``src`` into ``out`` with every serialized record passed through ``rewrite``.
+
+    Every source shard contributes its share of a ``limit``, so folds and the
     number of shards (what parallel interleave sees) stay as in ``src``.
 
     Args:
         src: Manifest of the existing records.
-        encoding: ``png``, ``jpeg`` or ``raw``.
-        compression: ``none`` or ``gzip``.
         out: New folder (created; must not hold a dataset already).
-        limit: Records to keep in total.
-        quality: JPEG quality.
+        rewrite: One serialized ``tf.train.Example`` to another.
+        compression: ``none`` or ``gzip`` (default: as ``src``).
+        limit: Records to keep in total, each shard its share (default: all).
+        changes: Other manifest fields of the copy (e.g. ``encoding``).
 
     Returns:
         ``out``, a complete records folder with ``manifest.json``.
     """
+    compression = compression or src.compression
+    share = 1.0 if limit is None else min(1.0, limit / max(1, src.num_records))
     out.mkdir(parents=True, exist_ok=True)
-    share = min(1.0, limit / max(1, src.num_records))
-    per_fold: dict[int, int] = {}
-    shards = []
-    for info in src.shards:
-        per_fold[info.fold] = per_fold.get(info.fold, 0) + 1
+    per_fold = collections.Counter(info.fold for info in src.shards)
     index: dict[int, int] = {}
+    shards = []
     for info in src.shards:
         i = index[info.fold] = index.get(info.fold, -1) + 1
         name = fmt.shard_name(info.fold, i, per_fold[info.fold], compression)
         take = max(1, math.ceil(info.records * share))
         with ShardWriter(out / name, compression) as writer:
             for record in read_records(src.root / info.path, src.compression, take):
-                writer.write(frame_record(reencode_record(record, src.task, encoding, quality)))
+                writer.write(frame_record(rewrite(record)))
         result = writer.result
         shards.append(ShardInfo(name, info.fold, result.records, result.bytes, result.sha256))
-    manifest = dataclasses.replace(
-        src, root=out, encoding=encoding, compression=compression, shards=shards
-    )
+    manifest = dataclasses.replace(src, root=out, compression=compression, shards=shards, **changes)
     write_manifest(manifest)
     return out
 

@@ -1,10 +1,10 @@
-"""What ``tfpipe bench-input`` found: the report dataclasses, bench.json and the Markdown tables.
+"""What ``tfpipe bench-input`` found: the report dataclasses and ``bench.json``.
 
 A :class:`BenchReport` holds every figure (stage, ablation and sweep
 measurements, model step times, augmentation in the pipeline against in the
 model, the verdict) plus the machine it ran on, and
 round-trips through ``bench.json`` so that ``--compare`` can put two runs side
-by side.
+by side; :mod:`tfpipe.bench.tables` writes it as Markdown.
 
 Example:
     >>> from tfpipe.bench.report import BenchReport
@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from tfpipe.bench.measure import Measurement, ratio
+from tfpipe.bench.measure import Measurement
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -62,21 +64,13 @@ class ModelTiming:
         return max(0.0, self.end_to_end_ms - self.step_ms) if self.end_to_end else float("nan")
 
     def to_json(self) -> dict[str, Any]:
-        d = {k: v for k, v in asdict(self).items() if not isinstance(v, dict)}
-        for key in ("compute", "compute_mixed", "end_to_end"):
-            m = getattr(self, key)
-            d[key] = m.to_json() if m is not None else None
+        d = fields_to_json(self)
         d.update(step_ms=self.step_ms, end_to_end_ms=self.end_to_end_ms, stall_ms=self.stall_ms)
         return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> ModelTiming:
-        ms = {
-            k: Measurement.from_json(d[k]) if d.get(k) else None
-            for k in ("compute", "compute_mixed", "end_to_end")
-        }
-        keys = ("model", "device", "batch_size", "input_shape", "end_to_end_precision")
-        return cls(**{k: d[k] for k in keys if k in d}, **ms)
+        return fields_from_json(cls, d, ("compute", "compute_mixed", "end_to_end"))
 
 
 @dataclass
@@ -96,19 +90,11 @@ class AugmentPlacement:
     """That step fed by the decode-only pipeline."""
 
     def to_json(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"ops": self.ops}
-        for key in ("pipeline", "compute", "end_to_end"):
-            m = getattr(self, key)
-            d[key] = m.to_json() if m is not None else None
-        return d
+        return fields_to_json(self)
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> AugmentPlacement:
-        ms = {
-            k: Measurement.from_json(d[k]) if d.get(k) else None
-            for k in ("pipeline", "compute", "end_to_end")
-        }
-        return cls(ops=list(d.get("ops", [])), **ms)
+        return fields_from_json(cls, d, ("pipeline", "compute", "end_to_end"))
 
 
 @dataclass
@@ -132,13 +118,7 @@ class SweepResult:
         return self.values[i]
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "key": self.key,
-            "current": self.current,
-            "values": self.values,
-            "best": self.best,
-            "measurements": [m.to_json() for m in self.measurements],
-        }
+        return {**fields_to_json(self), "best": self.best}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> SweepResult:
@@ -187,47 +167,29 @@ class BenchReport:
         """The last cumulative stage: the pipeline ``tfpipe.data.load`` returns."""
         return self.stages[-1]
 
-    def variant(self, name: str) -> Measurement | None:
-        return next((m for m in self.ablation if m.name == name), None)
-
     def to_json(self) -> dict[str, Any]:
-        return {
-            "experiment": self.experiment,
-            "records": self.records,
-            "machine": self.machine,
-            "settings": self.settings,
-            "wall_seconds": self.wall_seconds,
-            "stages": [m.to_json() for m in self.stages],
-            "ablation": [m.to_json() for m in self.ablation],
-            "model": self.model.to_json() if self.model else None,
-            "sweeps": [s.to_json() for s in self.sweeps],
-            "augment_in_model": self.augment_in_model.to_json() if self.augment_in_model else None,
-            "verdict": asdict(self.verdict) if self.verdict else None,
-        }
+        return fields_to_json(self)
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> BenchReport:
+        def optional(key: str, kind: Any) -> Any:
+            return kind.from_json(d[key]) if d.get(key) else None
+
         verdict = None
         if d.get("verdict"):
-            v = dict(d["verdict"])
-            v["advice"] = [Advice(**a) for a in v.get("advice", [])]
-            verdict = Verdict(**v)
+            advice = [Advice(**a) for a in d["verdict"].get("advice", [])]
+            verdict = Verdict(**{**d["verdict"], "advice": advice})
+        plain = {f.name: d[f.name] for f in fields(cls) if f.name in d}
         return cls(
-            experiment=d["experiment"],
-            records=d["records"],
-            machine=d.get("machine", {}),
-            settings=d.get("settings", {}),
-            stages=[Measurement.from_json(m) for m in d["stages"]],
-            ablation=[Measurement.from_json(m) for m in d.get("ablation", [])],
-            model=ModelTiming.from_json(d["model"]) if d.get("model") else None,
-            sweeps=[SweepResult.from_json(s) for s in d.get("sweeps", [])],
-            augment_in_model=(
-                AugmentPlacement.from_json(d["augment_in_model"])
-                if d.get("augment_in_model")
-                else None
-            ),
-            verdict=verdict,
-            wall_seconds=d.get("wall_seconds", 0.0),
+            **{
+                **plain,
+                "stages": [Measurement.from_json(m) for m in d["stages"]],
+                "ablation": [Measurement.from_json(m) for m in d.get("ablation", [])],
+                "model": optional("model", ModelTiming),
+                "sweeps": [SweepResult.from_json(s) for s in d.get("sweeps", [])],
+                "augment_in_model": optional("augment_in_model", AugmentPlacement),
+                "verdict": verdict,
+            }
         )
 
     def save(self, path: str | Path) -> Path:
@@ -254,6 +216,28 @@ class BenchReport:
         return report_markdown(self)
 
 
+def fields_to_json(obj: Any) -> dict[str, Any]:
+    """A report dataclass's fields as JSON (:func:`to_json` on each)."""
+    return {f.name: to_json(getattr(obj, f.name)) for f in fields(obj)}
+
+
+def to_json(value: Any) -> Any:
+    """A value's own ``to_json()`` where it has one; lists item by item; dataclasses as dicts."""
+    if hasattr(value, "to_json"):
+        return value.to_json()
+    if isinstance(value, list):
+        return [to_json(v) for v in value]
+    return asdict(value) if is_dataclass(value) else value
+
+
+def fields_from_json(cls: type[T], d: dict[str, Any], measurements: tuple[str, ...]) -> T:
+    """The inverse of :func:`fields_to_json`; ``measurements`` names the Measurement fields."""
+    kwargs = {f.name: d[f.name] for f in fields(cls) if f.name in d}  # type: ignore[arg-type]
+    for key in measurements:
+        kwargs[key] = Measurement.from_json(d[key]) if d.get(key) else None
+    return cls(**kwargs)
+
+
 def step_ms(m: Measurement | None, batch_size: int) -> float:
     """Median milliseconds per step of a measurement whose windows are training steps."""
     if m is None or m.median <= 0:
@@ -274,11 +258,6 @@ def stage_shares(stages: list[Measurement]) -> dict[str, float]:
         previous = per_image
     total = sum(costs.values())
     return {k: (v / total if total else 0.0) for k, v in costs.items()}
-
-
-def speedup(full: Measurement, variant: Measurement) -> float:
-    """How many times faster the full pipeline is than ``variant`` (median images/s)."""
-    return ratio(full.median, variant.median)
 
 
 def write_text_atomic(path: Path, text: str) -> Path:

@@ -39,7 +39,7 @@ from typing import Any
 
 import psutil
 
-from tfpipe.bench.measure import MB
+from tfpipe.bench.measure import MB, Measurement, time_dataset
 from tfpipe.config import Experiment, InputConfig
 from tfpipe.records.manifest import Manifest
 
@@ -58,6 +58,28 @@ class Stage:
     warmup: int | None = None
     """Warm-up batches when the default is not enough (a cache needs a full epoch)."""
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def measure(
+        self,
+        *,
+        batches: int,
+        repeats: int,
+        warmup: int,
+        tick: Callable[[], None] | None = None,
+    ) -> Measurement:
+        """Time the pipeline (:func:`~tfpipe.bench.measure.time_dataset`); it keeps the labels."""
+        m = time_dataset(
+            self.build(),
+            self.name,
+            batches=batches,
+            repeats=repeats,
+            warmup=warmup if self.warmup is None else max(warmup, self.warmup),
+            batched=self.batched,
+            bytes_per_image=self.bytes_per_image,
+            on_window=tick,
+        )
+        m.note, m.extra = self.note, dict(self.extra)
+        return m
 
 
 @dataclass

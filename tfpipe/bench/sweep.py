@@ -33,7 +33,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from tfpipe.bench.measure import MB, measure_stage
+from tfpipe.bench.measure import MB
 from tfpipe.bench.report import SweepResult
 from tfpipe.bench.stages import Stage, StagePlan
 from tfpipe.config import Experiment, apply_override, format_validation_error
@@ -200,6 +200,6 @@ def measure_sweep(
                 extra={"dataset_mb": sum(vp.plan.shards.sizes) / MB},
             )
             measurements.append(
-                measure_stage(stage, batches=batches, repeats=repeats, warmup=warmup, tick=tick)
+                stage.measure(batches=batches, repeats=repeats, warmup=warmup, tick=tick)
             )
     return SweepResult(spec.key, spec.current, spec.values, measurements)

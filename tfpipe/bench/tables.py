@@ -86,9 +86,7 @@ def ablation_table(report: BenchReport) -> str:
 def sweeps_table(report: BenchReport) -> str:
     rows = []
     for s in report.sweeps:
-        base = next(
-            (m for v, m in zip(s.values, s.measurements, strict=True) if v == s.current), None
-        )
+        base = s.baseline
         for value, m in zip(s.values, s.measurements, strict=True):
             mark = " (current)" if value == s.current else ""
             mark += " **best**" if value == s.best else ""

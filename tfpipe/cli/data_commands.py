@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from tfpipe.cli.common import experiment_args, load_args
+from tfpipe.errors import ConfigError, require_extra
 
 # ----------------------------------------------------------------- make-demo-data
 
@@ -147,8 +148,6 @@ def _add_serve_data(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_serve_data(args: argparse.Namespace) -> int:
-    from tfpipe.errors import ConfigError
-
     if args.dispatcher is not None and not 0 < args.dispatcher < 65536:
         raise ConfigError(f"--dispatcher needs a port in 1..65535; got {args.dispatcher}")
     if args.worker is not None and ":" not in args.worker.removeprefix("grpc://"):
@@ -208,6 +207,8 @@ def _run_bench_input(args: argparse.Namespace) -> int:
     if args.compare:
         harness.compare_reports(*args.compare, out=args.out)
         return 0
+    # The model's training step and stages.png (comparing two reports needs neither).
+    require_extra("train", "this command")
     from tfpipe.cli.input_errors import damaged_records_as_errors
 
     exp = load_args(args)

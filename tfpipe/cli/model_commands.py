@@ -11,6 +11,7 @@ from tfpipe.cli.common import (
     import_tensorflow_quietly,
     load_args,
 )
+from tfpipe.errors import ConfigError, require_extra
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -44,6 +45,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    require_extra("train", "this command")
     exp = load_args(args)  # before TensorFlow loads: a config error answers at once
     import_tensorflow_quietly()
     from tfpipe.cli.input_errors import damaged_records_as_errors
@@ -60,7 +62,9 @@ def _add_runs(sub: argparse._SubParsersAction) -> None:
         help="print the experiment log: what changed and the CV score",
         description="One row per run folder: the settings it changed against the run before "
         "it (or --baseline), its cross-validation mean ± std, folds done, time over all "
-        "sessions, and status. A table on a terminal; Markdown when piped or redirected.",
+        "sessions, and status. A table on a terminal; Markdown when piped or redirected. "
+        "--plot also overlays the runs' validation curves on one PNG (each run's own "
+        "train/validation curves are in its folder: curves.png).",
     )
     p.add_argument(
         "--runs-dir",
@@ -77,12 +81,35 @@ def _add_runs(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--csv", type=Path, default=None, help="also write the table as CSV")
     p.add_argument("--markdown", type=Path, default=None, help="also write the table as Markdown")
+    p.add_argument(
+        "--plot",
+        nargs="*",
+        default=None,
+        metavar="RUN",
+        help="also draw the validation curves (mean over folds) of these runs on one PNG "
+        "(folder, name or 'latest'; none named: the 8 newest finished runs)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="the --plot PNG (default: RUNS_DIR/curves.png)",
+    )
 
 
 def _run_runs(args: argparse.Namespace) -> int:
     from tfpipe.train.runlog import print_runs
 
+    if args.out is not None and args.plot is None:
+        raise ConfigError(f"--out names the PNG of --plot; got --out {args.out} without --plot")
+    if args.plot is not None:
+        require_extra("train", "tfpipe runs --plot")  # matplotlib
     print_runs(args.runs_dir, baseline=args.baseline, csv_path=args.csv, md_path=args.markdown)
+    if args.plot is not None:
+        from tfpipe.train.curves import plot_runs
+
+        plot_runs(args.runs_dir, args.plot, out=args.out)
     return 0
 
 
@@ -112,6 +139,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_predict(args: argparse.Namespace) -> int:
+    require_extra("train", "this command")  # the models are built with segmentation-models
     exp = load_args(args)
     import_tensorflow_quietly()
     from tfpipe.predict.slides import predict_slides
@@ -182,6 +210,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
+    require_extra("train", "this command")
     import_tensorflow_quietly()
     from tfpipe.demo import run_demo
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class Section(BaseModel):
@@ -117,6 +117,15 @@ class AugmentConfig(Section):
     saturation: float = Field(0.0, ge=0.0)
     noise_std: float = Field(0.0, ge=0.0)
     """Gaussian noise std in uint8 units (0 disables)."""
+    mixup_p: float = Field(0.0, ge=0.0, le=1.0)
+    """Fraction of a batch's tiles blended with another tile of the batch (MixUp; 0 disables).
+    Targets become float32 (soft masks); see tfpipe.data.mix."""
+    mixup_alpha: float = Field(0.4, gt=0.0)
+    """MixUp weight lam ~ Beta(alpha, alpha): small alpha keeps lam near 0 or 1."""
+    cutmix_p: float = Field(0.0, ge=0.0, le=1.0)
+    """Fraction of a batch's tiles with a box pasted from another tile (CutMix; 0 disables)."""
+    cutmix_alpha: float = Field(1.0, gt=0.0)
+    """CutMix box area 1 - lam, lam ~ Beta(alpha, alpha) (1.0: uniform)."""
 
     @field_validator("crop_scale", "crop_ratio")
     @classmethod
@@ -131,6 +140,16 @@ class AugmentConfig(Section):
         if v is not None and v[1] > 1.0:
             raise ValueError("crop_scale is a fraction of the tile area, at most 1.0")
         return v
+
+    @model_validator(mode="after")
+    def _one_mix_per_tile(self) -> AugmentConfig:
+        # Each tile draws MixUp, CutMix or neither: the two chances share one draw.
+        if self.mixup_p + self.cutmix_p > 1.0:
+            raise ValueError(
+                "input.augment.mixup_p + cutmix_p must be <= 1 (each tile gets MixUp, CutMix "
+                f"or neither); got mixup_p={self.mixup_p}, cutmix_p={self.cutmix_p}"
+            )
+        return self
 
 
 class InputConfig(Section):

@@ -36,7 +36,7 @@ Settings can come from an experiment file instead of keywords::
 Modules: ``pipeline`` (``load``, ``split_folds``), ``shards`` (reading),
 ``seeds`` (epoch keys and every tile's seed), ``decode`` (parse, decode),
 ``augment`` (the augmentation: random draws and ops), ``colour``,
-``finish`` (augment or center crop a tile), ``balance``,
+``finish`` (augment or center crop a tile), ``mix`` (MixUp, CutMix), ``balance``,
 ``service``, ``preprocessing`` (``Normalize``), ``plan`` (request validation).
 """
 

@@ -81,6 +81,14 @@ class Augment(keras.layers.Layer):
         super().__init__(**kwargs)
         base = augment.model_dump() if isinstance(augment, AugmentConfig) else dict(augment or {})
         self.augment = AugmentConfig(**(base | fields))
+        if self.augment.mixup_p > 0 or self.augment.cutmix_p > 0:
+            # In model.fit the layer sees only the images: mixing them would leave
+            # the targets unmixed. Mixing happens in tfpipe.data.load (data.mix).
+            raise ValueError(
+                "Augment does not mix tiles (its targets are not in reach inside the model); "
+                "set mixup_p/cutmix_p in the input pipeline (tfpipe.data.load) instead; got "
+                f"mixup_p={self.augment.mixup_p}, cutmix_p={self.augment.cutmix_p}"
+            )
         self.size = None if size is None else int(size)
         if not value_range[0] < value_range[1]:
             raise ValueError(

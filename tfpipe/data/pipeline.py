@@ -5,7 +5,7 @@ Training pipeline, one epoch (every random choice drawn from the epoch's key)::
     shard list, shuffled ─▶ interleave(TFRecordDataset, parallel) ─▶ [balance]
       ─▶ shuffle(serialized records) ─▶ batch ─▶ + the tiles' seeds ─▶ [skip]
       ─▶ parse_example, draw the batch's augmentation ─▶ unbatch
-      ─▶ map(decode, augment; parallel) ─▶ batch
+      ─▶ map(decode, augment; parallel) ─▶ batch ─▶ [MixUp / CutMix]
       ─▶ [tf.data service] ─▶ prefetch
 
 Everything is TensorFlow ops: no Python runs inside the graph, so the
@@ -53,6 +53,7 @@ from tfpipe.config import InputConfig
 from tfpipe.data import balance, service
 from tfpipe.data.decode import decode_element, parse_batch, positive_fraction
 from tfpipe.data.finish import Finisher
+from tfpipe.data.mix import Mixer
 from tfpipe.data.plan import InputPlan, cache_target, plan_input, resolve_config
 from tfpipe.data.seeds import batch_seeds, epoch_keys, with_seeds
 from tfpipe.data.shards import read_shard_files, read_shards
@@ -69,6 +70,8 @@ _plain = tf.autograph.experimental.do_not_convert
 _AUGMENT_SALT = 104729
 _BALANCE_SALT = 1299709
 _SHUFFLE_SALT = 15485863
+# Key of the tiles' seeds in a parsed batch, for MixUp / CutMix.
+_MIX_SEEDS = "tfpipe/mix_seeds"
 
 
 def load(
@@ -88,7 +91,10 @@ def load(
 
     Segmentation records give ``(image uint8 [B,H,W,C], mask uint8 [B,H,W,1])``;
     classification records give ``(image uint8 [B,H,W,C], labels float32 [B,K])``;
-    the task comes from ``manifest.json``. Feed it to ``model.fit`` directly (put
+    the task comes from ``manifest.json``. With ``augment.mixup_p > 0`` training
+    masks are float32 soft masks in ``[0, 1]`` (MixUp blends them; its blended
+    images are rounded back to ``uint8``); CutMix alone keeps ``uint8`` masks
+    (:mod:`tfpipe.data.mix`). Feed it to ``model.fit`` directly (put
     :class:`tfpipe.data.Normalize` first in the model). Nothing global is changed:
     no Keras policy, no TF seed.
 
@@ -199,18 +205,26 @@ def build_dataset(
         batches = batches.skip(skip)
     layout, finish = plan.layout, Finisher(plan, cfg, training, with_ids)
     id_key = "id" if tiles is not None else SOURCE_ID
+    mixer = Mixer(cfg.augment, layout.task == "segmentation")
+    mixing = training and mixer.on
 
     def prepare(batch: Any, seeds: tf.Tensor) -> Any:
         """Parse a batch of records; draw its augmentation (a batch at a time: fewer ops)."""
         batch = batch if tiles is not None else parse_batch(batch, layout)
+        if mixing:
+            # The tiles carry their seeds to the mix after the final batch.
+            batch = {**batch, _MIX_SEEDS: seeds}
         return (batch, finish.draw(batch[id_key], seeds)) if finish.augmenting else batch
 
     def tile(element: dict[str, tf.Tensor], params: Any = None) -> tuple[tf.Tensor, ...]:
-        return finish(element if tiles is not None else decode_element(element, layout), params)
+        out = finish(element if tiles is not None else decode_element(element, layout), params)
+        return (*out, element[_MIX_SEEDS]) if mixing else out
 
     batches = batches.map(_plain(prepare))
     out = batches.unbatch().map(_plain(tile), **_parallel(cfg, det))
     out = out.batch(cfg.batch_size, drop_remainder=training, **_parallel(cfg, det))
+    if mixing:
+        out = out.map(_plain(mixer), **_parallel(cfg, det))
     out = out.with_options(_options(cfg, det))
     if training and cfg.service:
         out = service.distribute(out, cfg.service, cfg.service_job_name)

@@ -1,7 +1,7 @@
 """``Normalize``: the model's first layer, turning ``uint8`` batches into floats.
 
 Batches leave the input pipeline as ``uint8`` (a quarter of the host memory
-bandwidth of float32, DESIGN.md); this layer casts and scales them inside the
+bandwidth of float32, docs/design.md); this layer casts and scales them inside the
 model, so the work runs on the accelerator and the saved model carries its own
 preprocessing. Under a mixed-precision policy it produces the layer's compute
 dtype (float16 / bfloat16) directly.

@@ -14,7 +14,8 @@ Two backends, same results:
 
 * ``"tifffile"`` (default): ``TiffPageSeries.aszarr`` opened with zarr; only
   the strips/tiles that overlap the window are read and decoded.
-* ``"rasterio"``: GDAL windows; pyramid level ``k > 0`` is GDAL overview ``k - 1``.
+* ``"rasterio"``: GDAL windows; pyramid level ``k > 0`` is GDAL overview ``k - 1``
+  (needs the ``[rasterio]`` extra).
 
 Pixel values: ``uint8`` is returned as is; ``uint16`` is scaled over its full
 range to ``uint8`` (``round(v / 257)``, so 65535 -> 255); 1-bit images give
@@ -47,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from tfpipe.errors import InputDataError
+from tfpipe.errors import InputDataError, require_extra
 
 BACKENDS = ("tifffile", "rasterio")
 SCAN_VALUES = 1 << 24  # values read at once while scanning a float slide for its maximum
@@ -283,6 +284,7 @@ class RasterioSlide(Slide):
     backend = "rasterio"
 
     def __init__(self, path: Path, level: int = 0) -> None:
+        require_extra("rasterio", 'backend="rasterio"')  # not in the base install
         import rasterio
 
         self.path, self.level = path, level

@@ -10,7 +10,9 @@
 * :class:`Dice`, :class:`IoU`, :func:`roc_auc` (``metrics``).
 * :class:`Lookahead` (``lookahead``): k steps forward, one step back.
 
-Importing this package imports segmentation-models (``SM_FRAMEWORK=tf.keras``).
+The builders and losses use segmentation-models (``SM_FRAMEWORK=tf.keras``),
+which comes with the ``[train]`` extra: importing this package without it
+raises :class:`tfpipe.errors.MissingExtraError` (an ``ImportError``) naming it.
 
 Example:
     >>> from tfpipe.config import load_experiment
@@ -20,10 +22,14 @@ Example:
     >>> model.compile("adam", get_loss(exp.train.loss))
 """
 
+from tfpipe.errors import require_extra
 from tfpipe.models.builders import build_model, load_model
 from tfpipe.models.lookahead import Lookahead
 from tfpipe.models.losses import LOSS_NAMES, get_loss
 from tfpipe.models.metrics import Dice, IoU, roc_auc
+
+# The modules above import segmentation-models only when a model is built; say now what is missing.
+require_extra("train", "tfpipe.models")
 
 __all__ = [
     "LOSS_NAMES",

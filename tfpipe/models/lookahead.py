@@ -1,7 +1,7 @@
 """Lookahead (Zhang et al. 2019, "Lookahead Optimizer: k steps forward, 1 step back") for Keras 3.
 
 tensorflow-addons, which used to provide it, no longer imports on TF 2.21
-(DESIGN.md), so tfpipe carries this small wrapper. An inner optimizer updates
+(docs/design.md), so tfpipe carries this small wrapper. An inner optimizer updates
 the *fast* weights θ (the model's variables) every step; every ``k`` inner
 steps the *slow* weights φ move part of the way towards them and the fast
 weights restart from there::

@@ -27,7 +27,11 @@ from keras import ops
 
 
 class _Overlap(keras.metrics.Metric):
-    """Streaming TP / FP / FN counts of ``y_pred > threshold`` against ``y_true > 0``."""
+    """Streaming TP / FP / FN counts of ``y_pred > threshold`` against ``y_true >= 0.5``.
+
+    A hard mask (0/1) counts its 1s; a soft mask from MixUp counts the pixels
+    that are mostly foreground, not every partly blended one.
+    """
 
     def __init__(self, threshold: float = 0.5, name: str | None = None, **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
@@ -37,7 +41,7 @@ class _Overlap(keras.metrics.Metric):
         self.fn = self.add_variable((), initializer="zeros", name="fn", dtype="float32")
 
     def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
-        truth = ops.cast(ops.greater(y_true, 0), "float32")
+        truth = ops.cast(ops.greater_equal(ops.cast(y_true, "float32"), 0.5), "float32")
         pred = ops.cast(ops.greater(ops.cast(y_pred, "float32"), self.threshold), "float32")
         if sample_weight is not None:
             weight = ops.cast(sample_weight, "float32")

@@ -1,6 +1,6 @@
 """``tfpipe build-records``: source images -> sharded, shuffled TFRecords + manifest.json.
 
-Shaped like a Beam pipeline so it can move to one later (DESIGN.md):
+Shaped like a Beam pipeline so it can move to one later (docs/design.md):
 
 1. **sources** (:mod:`~tfpipe.records.sources`): find and validate everything first.
 2. **map** (:mod:`~tfpipe.records.workers`, :mod:`~tfpipe.records.units`):

@@ -1,7 +1,7 @@
 """The record format: the contract between build-records, tfpipe.data and predict.
 
 Records are ``tf.train.Example`` protos with the TensorFlow Model Garden key
-names (DESIGN.md), so other TF tools can read them too. This module holds the
+names (docs/design.md), so other TF tools can read them too. This module holds the
 key names, the version of the layout, and the two functions that cross the
 boundary: :func:`make_example` (writer side) and :func:`feature_spec` (reader
 side). It imports TensorFlow lazily so ETL worker processes stay light.
@@ -105,7 +105,7 @@ def make_example(
     labels: Sequence[int] | None = None,
     positive_fraction: float = 0.0,
 ) -> Any:
-    """Build one ``tf.train.Example`` with the DESIGN.md keys.
+    """Build one ``tf.train.Example`` with the record format's keys (docs/design.md).
 
     Args:
         image: Encoded tile bytes.

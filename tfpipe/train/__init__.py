@@ -5,6 +5,7 @@
 * ``optim``: optimizer + learning-rate schedule (+ Lookahead); ``distribute``: tf.distribute.
 * ``callbacks``: NaN guard, atomic best checkpoint, step-exact BackupAndRestore, clock.
 * ``rundir`` / ``summary`` / ``runlog``: run folders, results, ``tfpipe runs``.
+* ``curves``: learning-curve PNGs of a run and ``tfpipe runs --plot`` (no TensorFlow).
 
 ``tfpipe.train.runlog`` and ``rundir`` import no TensorFlow; the trainer does.
 

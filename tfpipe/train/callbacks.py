@@ -15,6 +15,8 @@
   the epochs run before an interruption.
 * :class:`FirstStep` tells whether training began (a new run that failed
   before its first step is removed).
+* :class:`LearningCurves` redraws the run's ``curves.png`` after every epoch
+  (:mod:`tfpipe.train.curves`).
 
 Example:
     >>> guard = NaNGuard(fold=0)
@@ -35,6 +37,7 @@ import keras
 import numpy as np
 
 from tfpipe.errors import TfpipeError
+from tfpipe.train.rundir import read_history
 
 
 class TrainingDiverged(TfpipeError):
@@ -143,6 +146,61 @@ class FirstStep(keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
         self.seen = True
+
+
+class LearningCurves(keras.callbacks.Callback):
+    """Redraw ``<run>/curves.png`` from the run's ``history.csv`` files as epochs end.
+
+    Must come after the ``CSVLogger`` in the callback list, so that the
+    epoch's row is on disk when the figure is drawn. Reading the files (not
+    the logs of this ``fit``) keeps the epochs of earlier sessions of a
+    resumed run and the folds finished before this one. A figure costs about
+    a second, so it is redrawn at most every ``every_s`` seconds and always
+    when training ends (:meth:`draw`, also called when ``fit`` is interrupted).
+    """
+
+    def __init__(self, run_path: Path, metric: str, every_s: float = 30.0) -> None:
+        super().__init__()
+        self.run_path = Path(run_path)
+        self.metric = metric
+        self.every_s = every_s
+        self._drawn_at: float | None = None
+        self._warned = False
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self._drawn_at is None or time.monotonic() - self._drawn_at >= self.every_s:
+            self.draw()
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self.draw()
+
+    def draw(self) -> None:
+        """Draw the figure now; a failure is one warning, never an exception."""
+        from tfpipe.train.curves import write_run_curves
+
+        self._drawn_at = time.monotonic()
+        try:
+            write_run_curves(self.run_path, self.metric)
+        except Exception as err:  # a figure must never stop a training run of hours
+            if not self._warned:
+                self._warned = True
+                print(f"warning: learning curves not drawn in {self.run_path}: {err}")
+
+
+def close_on_failure(callbacks: list[keras.callbacks.Callback]) -> None:
+    """What Keras' ``on_train_end`` would have done when ``fit`` raised instead.
+
+    Keras skips ``on_train_end`` when ``fit`` raises (Ctrl-C, NaN, damaged
+    records): the ``CSVLogger`` keeps ``history.csv`` open and the curves miss
+    the last epochs. Both are public callback methods.
+    """
+    for callback in callbacks:
+        if isinstance(callback, LearningCurves):
+            callback.on_train_end()
+        elif isinstance(callback, keras.callbacks.CSVLogger):
+            opened = getattr(callback, "csv_file", None)  # set in on_train_begin
+            if opened is not None and not opened.closed:
+                callback.on_train_end()
 
 
 class EpochClock(keras.callbacks.Callback):
@@ -291,19 +349,6 @@ class StepBackup(keras.callbacks.BackupAndRestore):
         for old in folder.glob("*ckpt-*.weights.h5"):  # tmp-ckpt-* of a killed save too
             if old.name != name:
                 old.unlink(missing_ok=True)
-
-
-def read_history(path: Path) -> list[dict[str, float]]:
-    """Rows of a ``history.csv``, one per epoch (the last row wins if an epoch repeats)."""
-    if not Path(path).is_file():
-        return []
-    with open(path, newline="") as f:
-        rows = [
-            {k: float(v) for k, v in row.items() if v not in ("", None)}
-            for row in csv.DictReader(f)
-        ]
-    by_epoch = {int(r["epoch"]): r for r in rows if "epoch" in r}
-    return [by_epoch[e] for e in sorted(by_epoch)]
 
 
 def trim_history(path: Path, before_epoch: int) -> None:

@@ -10,11 +10,13 @@ The model and optimizer are created inside ``strategy.scope()``.
 ``train.batch_size`` is per replica; the input pipeline produces the global
 batch (per replica × replicas) and Keras splits it across replicas.
 
-Input sharding across workers (multi_worker only): when the training folds
-have at least as many shard files as there are workers, each worker reads
-its own files (``AutoShardPolicy.FILE``: no record is read twice, no wasted
-I/O); otherwise every worker reads every record and keeps its 1/N share
-(``AutoShardPolicy.DATA``). On one machine the policy has no effect.
+Input sharding across workers (multi_worker only, :func:`shard_by_data`):
+every worker builds the same keyed stream of global batches and keeps its
+1/N share of each (``AutoShardPolicy.DATA``). Sharding by file would be
+wrong here: an epoch is a pure function of (seed, epoch) over all shard
+files, and an endless ``repeat`` stream has no per-worker file list. (For
+input that does not scale with the workers, use the tf.data service:
+``input.service``.) On one machine the policy has no effect.
 
 Only the chief (``task.type == "chief"``, or worker 0 when there is no
 chief) writes the run folder; the other workers write into a temporary folder
@@ -93,14 +95,11 @@ def is_chief() -> bool:
     return task.get("type") == "worker" and int(task.get("index", 0)) == 0 and not has_chief
 
 
-def shard_policy(num_shards: int, workers: int) -> tf.data.experimental.AutoShardPolicy:
-    """FILE when every worker can get whole shard files, else DATA."""
-    policy = tf.data.experimental.AutoShardPolicy
-    return policy.FILE if workers > 1 and num_shards >= workers else policy.DATA
+def shard_by_data(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """``dataset`` with each ``multi_worker`` host keeping its share of every global batch.
 
-
-def distribute_options(dataset: tf.data.Dataset, num_shards: int, workers: int) -> tf.data.Dataset:
-    """``dataset`` with the auto-shard policy for ``workers`` hosts set."""
+    Every worker reads and decodes the whole global batch; one machine: no effect.
+    """
     options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = shard_policy(num_shards, workers)
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return dataset.with_options(options)

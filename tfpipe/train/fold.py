@@ -54,6 +54,7 @@ from tfpipe.models import build_model, get_loss, load_model
 from tfpipe.models.metrics import Dice, IoU, roc_auc
 from tfpipe.train import callbacks as cb
 from tfpipe.train.crossval import FoldPlan
+from tfpipe.train.distribute import shard_by_data
 from tfpipe.train.optim import build_optimizer, make_optimizer, plateau_callback
 from tfpipe.train.rundir import RESULT_NAME, RunDir
 from tfpipe.train.summary import FoldResult
@@ -118,8 +119,12 @@ def train_fold(job: FoldJob) -> FoldResult:
         )
     except KeyboardInterrupt:
         # Ctrl-C: leave a loadable model behind, then let the interrupt through.
+        cb.close_on_failure(callbacks)
         cb.save_model_atomic(model, folder / "last.keras")
         job.console.print(f"interrupted: saved {folder / 'last.keras'}; resume with --resume")
+        raise
+    except BaseException:
+        cb.close_on_failure(callbacks)
         raise
     seconds = seconds_before + time.perf_counter() - t0
     cb.export_best(model, folder / BEST_WEIGHTS, folder / BEST_MODEL)
@@ -194,16 +199,6 @@ def validation_data(job: FoldJob, val_folds: list[int]) -> tf.data.Dataset:
     return shard_by_data(val)
 
 
-def shard_by_data(dataset: tf.data.Dataset) -> tf.data.Dataset:
-    """Each ``multi_worker`` host keeps its share of every global batch (module docstring).
-
-    Every worker reads and decodes the whole global batch; one machine: no effect.
-    """
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return dataset.with_options(options)
-
-
 def make_metrics(job: FoldJob, model: keras.Model) -> list[keras.metrics.Metric]:
     if job.metric == "auc":
         classes = int(model.output.shape[-1])
@@ -226,6 +221,7 @@ def make_callbacks(
         cb.NaNGuard(job.fold, step_offset=backup.step_offset),
         clock,
         keras.callbacks.CSVLogger(str(folder / "history.csv"), append=True),
+        cb.LearningCurves(job.run.path, job.metric),  # after the CSVLogger: reads its row
         cb.BestCheckpoint(folder / BEST_WEIGHTS, monitor, best=best),
         keras.callbacks.TensorBoard(
             str(folder / "tb"), write_graph=False, update_freq="epoch", profile_batch=0

@@ -4,6 +4,7 @@ Layout::
 
     runs/20250101-120000-kidney/
       config.yaml          # the resolved experiment (every default filled in)
+      curves.png           # learning curves of every fold, redrawn after each epoch
       summary.json         # written when every fold is done
       fold0/
         best.keras         # best epoch on the validation metric, no optimizer state
@@ -27,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -41,6 +43,7 @@ import yaml
 from tfpipe.errors import ConfigError
 
 CONFIG_NAME = "config.yaml"
+HISTORY_NAME = "history.csv"
 SUMMARY_NAME = "summary.json"
 RESULT_NAME = "result.json"
 BACKUP_META = "backup/training_metadata.json"
@@ -92,6 +95,10 @@ class RunDir:
         found = [p for p in self.path.glob("fold*") if p.is_dir() and p.name[4:].isdigit()]
         return sorted(found, key=lambda p: int(p.name[4:]))
 
+    def history(self, fold: int) -> list[dict[str, float]]:
+        """The rows of ``fold{k}/history.csv``, one per finished epoch (empty when none)."""
+        return read_history(self.path / f"fold{fold}" / HISTORY_NAME)
+
     def backup_state(self, fold: int) -> dict[str, Any] | None:
         """The fold's resume backup (``epoch``, ``steps_in_epoch``, ``seconds``), or None
         when there is none whose weights file exists."""
@@ -113,6 +120,24 @@ class RunDir:
             (d / RESULT_NAME).is_file() or self.backup_state(int(d.name[4:])) is not None
             for d in self.fold_dirs()
         )
+
+
+def read_history(path: Path) -> list[dict[str, float]]:
+    """Rows of a ``history.csv``, one per epoch (the last row wins if an epoch repeats).
+
+    Example:
+        >>> read_history(Path("runs/x/fold0/history.csv"))[0]["val_dice"]  # doctest: +SKIP
+        0.71
+    """
+    if not Path(path).is_file():
+        return []
+    with open(path, newline="") as f:
+        rows = [
+            {k: float(v) for k, v in row.items() if v not in ("", None)}
+            for row in csv.DictReader(f)
+        ]
+    by_epoch = {int(r["epoch"]): r for r in rows if "epoch" in r}
+    return [by_epoch[e] for e in sorted(by_epoch)]
 
 
 def write_text_atomic(path: Path, text: str) -> None:

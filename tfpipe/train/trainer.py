@@ -4,8 +4,9 @@ For every validation fold (``train.folds`` or ``--fold K``) the model is
 trained on the other folds' records and validated on fold K's, whole source
 images never crossing the split. A run writes ``runs/<timestamp>-<name>/``
 (see :mod:`tfpipe.train.rundir`): the resolved config, per-fold best
-checkpoints, history, TensorBoard logs, and ``summary.json`` with the
-per-fold and cross-validation scores, printed as a table at the end.
+checkpoints, history, learning curves (``curves.png``, redrawn after every
+epoch: :mod:`tfpipe.train.curves`), TensorBoard logs, and ``summary.json``
+with the per-fold and cross-validation scores, printed as a table at the end.
 
 Global state is set here and nowhere else: the Keras dtype policy
 (``train.mixed_precision``: ``auto`` is mixed_float16 when a GPU is visible,
@@ -45,6 +46,7 @@ from tfpipe.config import Experiment, TrainConfig, load_experiment
 from tfpipe.errors import ConfigError
 from tfpipe.train import callbacks as cb
 from tfpipe.train.crossval import FoldPlan, plan_folds
+from tfpipe.train.curves import CURVES_NAME
 from tfpipe.train.distribute import is_chief, make_strategy, tf_config
 from tfpipe.train.fold import FoldJob, train_fold
 from tfpipe.train.rundir import (
@@ -106,6 +108,8 @@ def train_experiment(
     summary = summarize(run.name, metric, results, seconds)
     run.write_json("summary.json", summary.to_json())
     print_summary(summary, console)
+    if (run.path / CURVES_NAME).is_file():
+        console.print(f"learning curves: {run.path / CURVES_NAME}")
     return summary
 
 
