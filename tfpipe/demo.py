@@ -115,9 +115,14 @@ class DemoSummary:
         }
 
 
-def demo_overrides(workdir: Path) -> list[str]:
-    """``--set`` strings that put every input and output of the demo under ``workdir``."""
+def demo_overrides(workdir: Path, cpu_sizing: bool = True) -> list[str]:
+    """``--set`` strings that put every input and output of the demo under ``workdir``.
+
+    With ``cpu_sizing`` false the experiment's own model sizing is kept
+    (:data:`CPU_SIZING` is left out); the demo's data and epochs stay short.
+    """
     data = workdir / "data"
+    settings = DEMO_SETTINGS if cpu_sizing else [s for s in DEMO_SETTINGS if s not in CPU_SIZING]
     return [
         f"data.images={data / 'train'}",
         f"data.labels={data / 'train.csv'}",
@@ -126,7 +131,7 @@ def demo_overrides(workdir: Path) -> list[str]:
         f"predict.images={data / 'test'}",
         f"predict.out={workdir / 'submission.csv'}",
         f"predict.save_probabilities={workdir / 'probs'}",
-        *DEMO_SETTINGS,
+        *settings,
     ]
 
 
@@ -135,6 +140,7 @@ def run_demo(
     experiment: str | Path = "experiments/kidney.yaml",
     *,
     progress: bool = True,
+    cpu_sizing: bool = True,
 ) -> DemoSummary:
     """Run data → records → train → bench → predict → evaluate and print a summary.
 
@@ -142,6 +148,8 @@ def run_demo(
         workdir: Folder for everything the demo writes.
         experiment: The experiment file whose settings drive every step.
         progress: Show progress bars and tables.
+        cpu_sizing: Train the CPU-sized model (:data:`CPU_SIZING`); false keeps the
+            experiment's own (``scripts/gpu_check.py`` runs the GPU recipe so).
 
     Returns:
         The :class:`DemoSummary` (also written to ``workdir/demo.json``).
@@ -155,7 +163,7 @@ def run_demo(
     from tfpipe.predict.slides import predict_slides
 
     workdir = Path(workdir)
-    exp = load_experiment(experiment, demo_overrides(workdir))
+    exp = load_experiment(experiment, demo_overrides(workdir, cpu_sizing))
     summary = DemoSummary(workdir=workdir)
     data = workdir / "data"
     with _step(summary, "data"):
