@@ -94,6 +94,10 @@ def test_keras_trains_from_the_service(cluster, tmp_path):
     assert np.all(np.isfinite(history.history["loss"]))
 
 
+# Slow: after this test the module's workers took 36-79 s to stop (observed in three
+# runs; the cause is inside the tf.data service, not pinned down), which would add
+# over a minute to the default suite.
+@pytest.mark.slow
 def test_balance_is_applied_on_the_workers(cluster, tmp_path):
     # Natural positive fraction 0.2; balance 0.5 resamples on the workers.
     root = write_records(tmp_path / "rec", size=8, encoding="raw", per_shard=25, positive_every=5)
