@@ -176,12 +176,13 @@ class ColourJitter:
     ) -> tf.Tensor:
         """Jitter one tile by its :meth:`colour_map` (None: noise only) and noise seed."""
         x = tf.cast(image, tf.float32)
-        offset = 0.5 if colour_map is None else colour_map["offset"]
-        if colour_map is not None and "gain" in colour_map:
+        colour_map = colour_map or {}
+        offset = colour_map.get("offset", 0.5)  # +0.5: the truncating cast rounds to nearest
+        if "gain" in colour_map:
             offset += colour_map["gain"] * tile_mean(image)
-        if colour_map is not None and "block" in colour_map:
+        if "block" in colour_map:
             x = _apply_block(x, colour_map["block"]) + offset
-        elif colour_map is not None and "scale" in colour_map:
+        elif "scale" in colour_map:
             x = x * colour_map["scale"] + offset
         else:
             x = x + offset
