@@ -11,10 +11,16 @@ import gc
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import tfpipe.data as td
 from tests._data_helpers import all_ids, write_records
+from tfpipe.config import InputConfig
 from tfpipe.data import service
+from tfpipe.data.pipeline import _served_epoch
+from tfpipe.data.plan import plan_input
+from tfpipe.records.format import SOURCE_ID
+from tfpipe.records.manifest import read_manifest
 
 # A stuck gRPC call blocks in C++, where only the thread method's os._exit ends the run.
 pytestmark = pytest.mark.timeout(300, method="thread")
@@ -38,6 +44,11 @@ def _position_tile(fold: int, k: int, rng: np.random.Generator):
     image = np.stack([y * 8, x * 8, np.full_like(y, k)], -1).astype(np.uint8)
     mask = ((y < 4) & (x < 8)).astype(np.uint8)
     return image, mask
+
+
+def _source_id(serialized: bytes) -> str:
+    feature = tf.train.Example.FromString(serialized).features.feature[SOURCE_ID]
+    return feature.bytes_list.value[0].decode()
 
 
 def _symmetries(a: np.ndarray) -> list[np.ndarray]:
@@ -92,6 +103,20 @@ def test_keras_trains_from_the_service(cluster, tmp_path):
     history = model.fit(ds, epochs=2, steps_per_epoch=3, verbose=0)
     assert len(history.history["loss"]) == 2
     assert np.all(np.isfinite(history.history["loss"]))
+
+
+def test_the_served_graph_repeats_inside_and_reshuffles_each_pass(tmp_path):
+    # The graph the workers run (no service needed to check its order). Repeating inside
+    # it, after the shuffle, reshuffles every pass; a client-side repeat() of the served
+    # dataset would start this seeded graph again and replay the first pass's order.
+    root = write_records(tmp_path / "rec", size=8, encoding="raw", per_shard=8)
+    cfg = InputConfig(batch_size=4, shuffle_buffer=32)
+    plan = plan_input(read_manifest(root), [0, 1], cfg, training=True)
+    batches = _served_epoch(plan, cfg, repeat=True).take(24)
+    ids = [_source_id(r) for batch, _ in batches for r in batch.numpy()]
+    passes = [ids[i : i + 32] for i in range(0, 96, 32)]
+    assert all(sorted(p) == sorted(all_ids(root)) for p in passes)
+    assert passes[0] != passes[1] and passes[1] != passes[2] and passes[0] != passes[2]
 
 
 # Slow: after this test the module's workers took 36-79 s to stop (observed in three

@@ -48,6 +48,7 @@ EXTRA_MODULES = {
     "train": ("segmentation_models", "tensorboard", "matplotlib"),
     "rasterio": ("rasterio",),
     "bench": ("torch",),
+    "beam": ("apache_beam",),
 }
 
 

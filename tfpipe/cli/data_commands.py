@@ -17,8 +17,11 @@ def _add_make_demo_data(sub: argparse._SubParsersAction) -> None:
         "make-demo-data",
         help="write a synthetic dataset in the HuBMAP layout (or a classification one)",
         description="Write synthetic slides with tissue texture, background and "
-        "glomerulus-like blobs: DIR/train/<id>.tiff and DIR/train.csv (id,encoding). "
-        "With --kind classification: DIR/images/*.png and DIR/labels.csv (path,labels).",
+        "glomerulus-like blobs: DIR/train/<id>.tiff and DIR/train.csv (id,encoding), and "
+        "the same glomeruli as GeoJSON polygons (DIR/train/<id>.json, some named "
+        "'sclerotic glomerulus') with cortex/medulla regions "
+        "(DIR/train/<id>-anatomical-structure.json). With --kind classification: "
+        "DIR/images/*.png and DIR/labels.csv (path,labels).",
     )
     p.add_argument("dir", type=Path, help="output folder")
     p.add_argument(
@@ -74,20 +77,50 @@ def _add_build_records(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="if another build is writing the same output, wait for it instead of failing",
     )
+    p.add_argument(
+        "--runner",
+        choices=["local", "beam"],
+        default=None,
+        help="override data.runner: local worker processes, or an Apache Beam pipeline "
+        "(the DirectRunner unless --beam-option runner=...; needs the [beam] extra)",
+    )
+    p.add_argument(
+        "--beam-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a Beam pipeline option, passed on unchanged as --KEY=VALUE; one per option "
+        "(repeatable), e.g. direct_num_workers=2 or runner=DataflowRunner; see "
+        "docs/operations.md",
+    )
+    p.add_argument(
+        "--verbose", action="store_true", help="with --runner beam: show Beam's own INFO logs"
+    )
 
 
 def _run_build_records(args: argparse.Namespace) -> int:
     if args.workers is not None:
         # Through --set so that a bad value is a ConfigError naming the key, not a traceback.
         args.overrides.append(f"data.workers={args.workers}")
+    if args.runner is not None:
+        args.overrides.append(f"data.runner={args.runner}")
     exp = load_args(args)
     from tfpipe.records.build import build_records
     from tfpipe.records.lifecycle import Terminated
 
     if args.output is not None:
         exp.data.output = args.output
+    if args.verbose and exp.data.runner == "beam":
+        from tfpipe.records.beam_logging import verbose_beam
+
+        verbose_beam()
     try:
-        build_records(exp.data, overwrite=args.overwrite, wait_lock=args.wait_lock)
+        build_records(
+            exp.data,
+            overwrite=args.overwrite,
+            wait_lock=args.wait_lock,
+            beam_options=args.beam_option,
+        )
     except Terminated as stop:
         # KeyboardInterrupt (Ctrl-C) goes on to the usual 130; SIGTERM gets its own 128 + 15.
         print(f"tfpipe build-records: terminated ({stop}); nothing was written", file=sys.stderr)

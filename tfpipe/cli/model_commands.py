@@ -136,6 +136,14 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="also write low-res probability maps (<id>.npy + .json) for evaluate's sweep",
     )
+    p.add_argument(
+        "--probabilities",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also write each slide's probability map as <id>.tiff (uint8, tiled, read window "
+        "by window) for data.source: pseudo_labels (predict.probabilities)",
+    )
 
 
 def _run_predict(args: argparse.Namespace) -> int:
@@ -151,6 +159,7 @@ def _run_predict(args: argparse.Namespace) -> int:
         out=args.out,
         save_masks=args.save_masks,
         save_probabilities=args.save_probs,
+        probabilities=args.probabilities,
     )
     return 0
 
@@ -174,6 +183,13 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         help="overlay region in slide pixels (default: the whole slide)",
     )
     p.add_argument("--json", type=Path, default=None, help="also write the report as JSON")
+    p.add_argument(
+        "--classes",
+        default=None,
+        metavar="NAME,NAME",
+        help="score each class (data.mask_classes, in mask-value order) of multi-class masks "
+        "or probability maps; default: the classes of a --pred CSV id,class,predicted",
+    )
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
@@ -187,6 +203,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         overlay_id=args.overlay_id,
         region=parse_region(args.region) if args.region else None,
         json_path=args.json,
+        classes=[c.strip() for c in args.classes.split(",")] if args.classes else None,
     )
     return 0 if report.slides else 1
 

@@ -28,7 +28,10 @@ class ModelConfig(Section):
     """None, "imagenet" (read from weights_dir) or a local .h5/.keras file."""
     weights_dir: Path = Path("~/.keras/models")
     classes: int = Field(1, ge=1)
+    """Output classes; segmentation: ``len(data.mask_classes)`` (1 for binary masks)."""
     activation: Literal["sigmoid", "softmax"] = "sigmoid"
+    """Segmentation head: sigmoid = ``classes`` channels (one per class, multi-label);
+    softmax = ``classes + 1`` channels (background first, then the classes)."""
     decoder_filters: list[int] | None = None
     """Unet decoder widths; default segmentation-models' (256, 128, 64, 32, 16)."""
     init_checkpoint: Path | None = None
@@ -131,7 +134,10 @@ class PredictConfig(Section):
     tta: list[Literal["hflip", "vflip", "rot90"]] = Field(
         default_factory=lambda: ["hflip", "vflip"]
     )
-    threshold: float = Field(0.5, gt=0.0, lt=1.0)
+    threshold: float | dict[str, float] = 0.5
+    """A pixel is class k when its probability is above this (a pixel above several classes'
+    thresholds takes the most probable); a mapping ``{class name: threshold}`` sets it per
+    class (names of data.mask_classes; classes not named keep 0.5)."""
     batch_size: int = Field(8, ge=1)
     skip_background: bool = True
     """Skip windows that the data.filter tissue rule calls background."""
@@ -140,6 +146,20 @@ class PredictConfig(Section):
     """Also write full-resolution masks (PNG for small slides, tiled TIFF otherwise)."""
     save_probabilities: Path | None = None
     """Also write low-resolution probability maps (<id>.npy + .json) for evaluate's sweep."""
+    probabilities: Path | None = None
+    """Also write each slide's probability map as <id>.tiff (uint8, tiled, read window by
+    window) for data.source: pseudo_labels."""
+
+    @field_validator("threshold")
+    @classmethod
+    def _probability(cls, v: float | dict[str, float]) -> float | dict[str, float]:
+        values = v.values() if isinstance(v, dict) else [v]
+        if not all(0.0 < t < 1.0 for t in values):
+            raise ValueError(
+                "threshold must be between 0 and 1 (exclusive), or a mapping of "
+                "class names to such thresholds"
+            )
+        return v
 
 
 # -------------------------------------------------------------------------- bench
@@ -179,6 +199,31 @@ class Experiment(Section):
 
     # Where the experiment came from; not part of the YAML schema.
     source_path: Path | None = Field(None, exclude=True)
+
+    @model_validator(mode="after")
+    def _classes_match(self) -> Experiment:
+        # Checked at load time so every command fails before it reads or trains anything.
+        names = self.data.mask_classes
+        if names is None or self.model.task != "segmentation":
+            if isinstance(self.predict.threshold, dict) and names is None:
+                raise ValueError(
+                    "predict.threshold can be a per-class mapping only with data.mask_classes; "
+                    f"got predict.threshold={self.predict.threshold} and no data.mask_classes"
+                )
+            return self
+        if self.model.classes != len(names):
+            raise ValueError(
+                f"model.classes must equal the {len(names)} data.mask_classes "
+                f"({', '.join(names)}); got model.classes={self.model.classes}"
+            )
+        if isinstance(self.predict.threshold, dict):
+            unknown = sorted(set(self.predict.threshold) - set(names))
+            if unknown:
+                raise ValueError(
+                    f"predict.threshold names class {unknown[0]!r}, which is not in "
+                    f"data.mask_classes={names}"
+                )
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as plain YAML-able values (paths as strings)."""

@@ -1,6 +1,8 @@
 """Sample positive (mask > 0) against empty tiles at a chosen ratio.
 
-A tile is *positive* when its ``tile/positive_fraction`` is above zero. Each
+A tile is *positive* when its ``tile/positive_fraction`` is above zero: some
+pixel of its mask holds a class (any of 1..K with ``data.mask_classes``; ignored
+pixels, 255, do not count). Each
 tile passing through is emitted ``k`` times, where ``k`` is its class weight
 rounded stochastically (``floor(w)`` or ``floor(w) + 1``, seeded per element):
 

@@ -14,6 +14,11 @@ pass along what they do not touch::
     {"image": uint8 [H, W, C], "target": uint8 [H, W, 1] or float32 [K],
      "id": string, "positive": float32}
 
+A segmentation target is the record's mask as stored: one class index per
+pixel (0 background, k = class k, 255 = ignore; docs/design.md). Geometry
+(crop, flips) moves the index mask with nearest sampling; :func:`one_hot`
+then turns it into the per-class channels a model trains on (``Finisher``).
+
 Example:
     >>> layout = TileLayout("segmentation", 256, 256, 3, "png")
     >>> ds = tf.data.TFRecordDataset(files).batch(64)           # doctest: +SKIP
@@ -28,6 +33,7 @@ from typing import Any
 
 import tensorflow as tf
 
+from tfpipe.io.masks import IGNORE_VALUE
 from tfpipe.records import format as fmt
 from tfpipe.records.manifest import Manifest
 
@@ -43,6 +49,7 @@ class TileLayout:
         channels: Image channels.
         encoding: Image encoding of every record: ``png``, ``jpeg`` or ``raw``.
         num_classes: Length of the multi-hot label vector (classification).
+        mask_classes: Segmentation classes K (mask values 1..K); 1 for binary records.
     """
 
     task: str
@@ -51,6 +58,7 @@ class TileLayout:
     channels: int
     encoding: str
     num_classes: int = 0
+    mask_classes: int = 1
 
     @classmethod
     def from_manifest(cls, manifest: Manifest) -> TileLayout:
@@ -62,6 +70,7 @@ class TileLayout:
             channels=manifest.channels,
             encoding=manifest.encoding,
             num_classes=len(manifest.class_names),
+            mask_classes=len(manifest.mask_classes or []) or 1,
         )
 
     @property
@@ -127,6 +136,40 @@ def _decode_image(data: tf.Tensor, layout: TileLayout) -> tf.Tensor:
     else:
         raise ValueError(f"unknown image encoding {layout.encoding!r}")
     return tf.ensure_shape(image, shape)
+
+
+def target_channels(mask_classes: int, background: bool) -> int:
+    """Channels of a segmentation target: K per-class channels, plus background first.
+
+    Example:
+        >>> target_channels(1, False), target_channels(2, False), target_channels(2, True)
+        (1, 2, 3)
+    """
+    return mask_classes + int(background)
+
+
+def one_hot(mask: tf.Tensor, mask_classes: int, background: bool) -> tf.Tensor:
+    """Index mask ``[..., 1]`` -> uint8 channels ``[..., C]``: 1 where the pixel is that class.
+
+    Channel ``c`` is class ``c + 1`` (sigmoid heads), or with ``background``
+    channel 0 is the background and channel ``c`` class ``c`` (softmax heads).
+    An ignored pixel (255) is 255 in every channel, which is how the losses and
+    metrics recognise it (any target value above 1). Binary records without a
+    background channel come back unchanged (the mask is already that channel).
+
+    Example:
+        >>> m = tf.constant([[[0], [2], [255]]], tf.uint8)
+        >>> one_hot(m, 2, False)[0].numpy().tolist()
+        [[0, 0], [0, 1], [255, 255]]
+        >>> one_hot(m, 2, True)[0].numpy().tolist()
+        [[1, 0, 0], [0, 0, 1], [255, 255, 255]]
+    """
+    if mask_classes == 1 and not background:
+        return mask
+    first = 0 if background else 1
+    values = tf.constant(list(range(first, mask_classes + 1)), tf.uint8)
+    hot = tf.cast(tf.equal(mask, values), tf.uint8)
+    return tf.where(tf.equal(mask, IGNORE_VALUE), tf.constant(IGNORE_VALUE, tf.uint8), hot)
 
 
 def _decode_mask(data: tf.Tensor, mask_format: tf.Tensor, layout: TileLayout) -> tf.Tensor:

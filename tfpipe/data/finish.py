@@ -5,8 +5,12 @@ Training tiles are augmented by :class:`tfpipe.data.augment.Augmenter`
 batch from its ``[B, 2]`` seeds (:mod:`tfpipe.data.seeds`), each salted with
 its record id, so tf.data service workers that share a position still draw
 differently; then :meth:`Finisher.__call__` runs per tile. Validation
-tiles are center-cropped to the output size. The result is the tuple that
-``model.fit`` takes, ``(image, target)``, or ``(image, target, id)``.
+tiles are center-cropped to the output size. Segmentation masks go through
+the geometry as class indices (nearest sampling: classes never blend), and
+only then become per-class channels (:func:`tfpipe.data.decode.one_hot`:
+K channels, or background + K with ``background``; binary masks stay the
+``[H, W, 1]`` mask). The result is the tuple that ``model.fit`` takes,
+``(image, target)``, or ``(image, target, id)``.
 
 Example:
     >>> finish = Finisher(plan, cfg, training=True, with_ids=False)  # doctest: +SKIP
@@ -22,6 +26,7 @@ import tensorflow as tf
 
 from tfpipe.config import InputConfig
 from tfpipe.data.augment import Augmenter, center_crop
+from tfpipe.data.decode import one_hot
 from tfpipe.data.plan import InputPlan
 from tfpipe.data.seeds import salted
 
@@ -31,17 +36,27 @@ class Finisher:
 
     Decoded elements are dicts (``image``, ``target``, ``id``, ``positive``).
 
+    Args:
+        background: Multi-class (or softmax) targets get a background channel first.
+
     Attributes:
         augmenting: Training tiles are augmented (some op is on).
     """
 
     def __init__(
-        self, plan: InputPlan, cfg: InputConfig, training: bool, with_ids: bool = False
+        self,
+        plan: InputPlan,
+        cfg: InputConfig,
+        training: bool,
+        with_ids: bool = False,
+        background: bool = False,
     ) -> None:
         self.training = training
         self.with_ids = with_ids
         self.size = plan.size
         self.segmentation = plan.layout.task == "segmentation"
+        self.mask_classes = plan.layout.mask_classes
+        self.background = background
         self.augmenter = Augmenter(cfg.augment, (plan.layout.height, plan.layout.width), plan.size)
         self.augmenting = training and bool(self.augmenter.ops)
 
@@ -65,5 +80,6 @@ class Finisher:
             image, mask = self.augmenter.apply(image, mask, params)
         elif not self.training:
             image, mask = center_crop(image, mask, self.size)
-        target = mask if self.segmentation else target
+        if self.segmentation:
+            target = one_hot(mask, self.mask_classes, self.background)
         return (image, target, element["id"]) if self.with_ids else (image, target)

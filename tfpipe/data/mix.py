@@ -18,11 +18,15 @@ Then (:func:`mix_batch`, exposed so that given draws can be checked):
 
 * MixUp: ``image = lam * a + (1 - lam) * b``, rounded half up back to
   ``uint8``; ``target = lam * ta + (1 - lam) * tb`` in float32 (segmentation
-  masks become soft masks in ``[0, 1]``; the losses take float masks);
+  masks become soft masks in ``[0, 1]``; the losses take float masks). Masks
+  are mixed after they became per-class channels (one-hot, see
+  :mod:`tfpipe.data.finish`), so a blended pixel holds a share of each class.
+  A pixel ignored (255) in a tile that contributes to it (``lam > 0`` for
+  ``a``, ``lam < 1`` for ``b``) stays ignored: 255.0 in every channel;
 * CutMix: a box of area ``1 - lam`` (centre uniform on the tile, clipped at
   its edges, as Yun et al. 2019) is pasted from ``b`` into ``a``, image and
-  mask alike (masks stay hard ``uint8``); classification labels mix by the
-  pasted area fraction.
+  mask alike (masks stay hard ``uint8``, ignored pixels move with the box);
+  classification labels mix by the pasted area fraction.
 
 Output dtypes: images stay ``uint8``; segmentation masks are float32 when
 ``mixup_p > 0`` (every batch, mixed or not: one static dtype), else ``uint8``;
@@ -41,6 +45,7 @@ import tensorflow as tf
 
 from tfpipe.config import AugmentConfig
 from tfpipe.data.seeds import derive, uniform
+from tfpipe.io.masks import IGNORE_VALUE
 
 # Streams of the seeds (tfpipe.data.seeds) used here, apart from augmentation's.
 _DRAWS, _GAMMA = 21, 22
@@ -51,7 +56,7 @@ class Mixer:
 
     Args:
         cfg: ``mixup_p``, ``mixup_alpha``, ``cutmix_p``, ``cutmix_alpha``.
-        segmentation: Targets are masks ``[B, H, W, 1]`` (else labels ``[B, K]``).
+        segmentation: Targets are masks ``[B, H, W, C]`` (else labels ``[B, K]``).
 
     Attributes:
         on: Some tiles get mixed (``mixup_p`` or ``cutmix_p`` above 0).
@@ -136,7 +141,7 @@ def mix_batch(
 
     Args:
         images: ``uint8 [B, H, W, C]``.
-        targets: ``uint8`` masks ``[B, H, W, 1]`` or float32 labels ``[B, K]``.
+        targets: ``uint8`` masks ``[B, H, W, C]`` (255 = ignore) or float32 labels ``[B, K]``.
         draws: ``partner`` ``[B]``; ``lam`` ``[B]`` for MixUp; ``box`` ``[B, 4]`` for CutMix.
         segmentation: Whether targets are masks.
 
@@ -163,14 +168,25 @@ def mix_batch(
         blend = lam * tf.cast(images, tf.float32) + (1.0 - lam) * tf.cast(other_images, tf.float32)
         images = tf.cast(tf.floor(blend + 0.5), tf.uint8)  # round half up; within 0-255
         if segmentation:
-            targets = lam * tf.cast(targets, tf.float32) + (1.0 - lam) * tf.cast(
-                other_targets, tf.float32
-            )
+            targets = _mix_masks(targets, other_targets, lam)
         kept = kept * draws["lam"]
     if not segmentation:
         weight = kept[:, None]
         targets = weight * targets + (1.0 - weight) * other_targets
     return images, targets
+
+
+def _mix_masks(targets: tf.Tensor, others: tf.Tensor, lam: tf.Tensor) -> tf.Tensor:
+    """``lam * targets + (1 - lam) * others`` in float32; ignored where a contributor is."""
+    a, b = tf.cast(targets, tf.float32), tf.cast(others, tf.float32)
+    blend = lam * a + (1.0 - lam) * b
+    ignored = (_ignored(a) & (lam > 0.0)) | (_ignored(b) & (lam < 1.0))
+    return tf.where(ignored, tf.constant(float(IGNORE_VALUE)), blend)
+
+
+def _ignored(mask: tf.Tensor) -> tf.Tensor:
+    """bool ``[B, H, W, 1]``: pixels marked ignore (any channel above 1)."""
+    return tf.reduce_any(mask > 1.0, axis=-1, keepdims=True)
 
 
 def _inside(box: tf.Tensor, h: int, w: int) -> tf.Tensor:

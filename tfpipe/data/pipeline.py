@@ -2,7 +2,7 @@
 
 Training pipeline, one epoch (every random choice drawn from the epoch's key)::
 
-    shard list, shuffled ─▶ interleave(TFRecordDataset, parallel) ─▶ [balance]
+    shard list, shuffled ─▶ interleave(TFRecordDataset, parallel) ─▶ [balance | weights]
       ─▶ shuffle(serialized records) ─▶ batch ─▶ + the tiles' seeds ─▶ [skip]
       ─▶ parse_example, draw the batch's augmentation ─▶ unbatch
       ─▶ map(decode, augment; parallel) ─▶ batch ─▶ [MixUp / CutMix]
@@ -43,15 +43,15 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import tensorflow as tf
 
 from tfpipe.config import InputConfig
-from tfpipe.data import balance, service
+from tfpipe.data import balance, service, weighting
 from tfpipe.data.decode import decode_element, parse_batch, positive_fraction
+from tfpipe.data.extra import add_extra_records, read_extra_manifests
 from tfpipe.data.finish import Finisher
 from tfpipe.data.mix import Mixer
 from tfpipe.data.plan import InputPlan, cache_target, plan_input, resolve_config
@@ -70,6 +70,7 @@ _plain = tf.autograph.experimental.do_not_convert
 _AUGMENT_SALT = 104729
 _BALANCE_SALT = 1299709
 _SHUFFLE_SALT = 15485863
+_WEIGHT_SALT = 32452843
 # Key of the tiles' seeds in a parsed batch, for MixUp / CutMix.
 _MIX_SEEDS = "tfpipe/mix_seeds"
 
@@ -85,13 +86,17 @@ def load(
     with_ids: bool = False,
     repeat: bool = False,
     start_step: int = 0,
+    background_channel: bool = False,
     **overrides: Any,
 ) -> tf.data.Dataset:
     """A ``tf.data.Dataset`` of ``uint8`` batches from a records folder.
 
     Segmentation records give ``(image uint8 [B,H,W,C], mask uint8 [B,H,W,1])``;
     classification records give ``(image uint8 [B,H,W,C], labels float32 [B,K])``;
-    the task comes from ``manifest.json``. With ``augment.mixup_p > 0`` training
+    the task comes from ``manifest.json``. Records with several ``mask_classes``
+    (K, from the manifest) give one-hot masks ``uint8 [B,H,W,K]`` (channel k-1 is
+    class k), ``[B,H,W,K+1]`` with ``background_channel``; an ignored pixel (mask
+    value 255) is 255 in every channel. With ``augment.mixup_p > 0`` training
     masks are float32 soft masks in ``[0, 1]`` (MixUp blends them; its blended
     images are rounded back to ``uint8``); CutMix alone keeps ``uint8`` masks
     (:mod:`tfpipe.data.mix`). Feed it to ``model.fit`` directly (put
@@ -102,8 +107,10 @@ def load(
         records_dir: Folder written by ``tfpipe build-records``.
         folds: Fold ids to read (an int or a list); None reads all folds.
         training: True: shuffled, augmented, balanced by ``balance``, full batches,
-            through the tf.data service when ``service`` is set. False: manifest
-            order, center crop, ``val_balance``, deterministic, always local.
+            through the tf.data service when ``service`` is set, with every record of
+            ``extra_records`` mixed in (:mod:`tfpipe.data.extra`). False: manifest
+            order, center crop, ``val_balance``, deterministic, always local, the
+            main folder only.
         config: The ``input`` section of an experiment; default ``InputConfig()``.
         batch_size: Overrides ``config.batch_size``.
         seed: Overrides ``config.seed``.
@@ -116,6 +123,9 @@ def load(
         start_step: With ``repeat``, start at this batch of the stream (resume
             after an interruption): the batches before it are skipped as
             serialized records, never parsed, decoded or augmented.
+        background_channel: Segmentation masks get a background channel first
+            (what a softmax head with K + 1 outputs trains on); binary records then
+            give ``[B,H,W,2]``. Default: K channels, binary masks as stored.
         **overrides: Any other ``InputConfig`` field, e.g. ``shuffle_buffer=1024``
             or ``augment={"flip": True, "hue": 0.02}``.
 
@@ -144,7 +154,10 @@ def load(
     manifest = read_manifest(records_dir)
     fold_list = [folds] if isinstance(folds, int) else folds
     plan = plan_input(manifest, fold_list, cfg, training)
-    return build_dataset(plan, cfg, training, with_ids, repeat, start_step)
+    if training and cfg.extra_records:
+        extras = read_extra_manifests(manifest, cfg.extra_records)
+        plan = add_extra_records(plan, manifest, extras, cfg)
+    return build_dataset(plan, cfg, training, with_ids, repeat, start_step, background_channel)
 
 
 def split_folds(
@@ -177,6 +190,7 @@ def build_dataset(
     with_ids: bool = False,
     repeat: bool = False,
     start_step: int = 0,
+    background_channel: bool = False,
 ) -> tf.data.Dataset:
     """Assemble the tf.data graph for a validated plan (see the module docstring)."""
     det = cfg.deterministic if training else True
@@ -190,20 +204,21 @@ def build_dataset(
         """The epoch's batches of serialized records (or cached tiles), with their seeds."""
         if tiles is None:
             items = read_shards(plan.shards, cfg, training, key)
-            items = _balance_and_shuffle(items, plan, cfg, training, key, _positive_record)
+            items = _balance_and_shuffle(items, plan, cfg, training, key, cached=False)
         else:
-            items = _balance_and_shuffle(tiles, plan, cfg, training, key, _positive_tile)
+            items = _balance_and_shuffle(tiles, plan, cfg, training, key, cached=True)
         batches = items.batch(cfg.batch_size, drop_remainder=training)
         return with_seeds(batches, _salt(key, _AUGMENT_SALT), cfg.batch_size, training)
 
     if training and cfg.service and tiles is None:
-        batches = _served_epoch(plan, cfg)
+        batches = _served_epoch(plan, cfg, repeat)
     else:
         batches = keys.flat_map(_plain(one_epoch))
     if skip:
         # Before anything is parsed or decoded: a resumed run pays for reading only.
         batches = batches.skip(skip)
-    layout, finish = plan.layout, Finisher(plan, cfg, training, with_ids)
+    layout = plan.layout
+    finish = Finisher(plan, cfg, training, with_ids, background=background_channel)
     id_key = "id" if tiles is not None else SOURCE_ID
     mixer = Mixer(cfg.augment, layout.task == "segmentation")
     mixing = training and mixer.on
@@ -236,8 +251,8 @@ def build_dataset(
     return out
 
 
-def _served_epoch(plan: InputPlan, cfg: InputConfig) -> tf.data.Dataset:
-    """One epoch for tf.data service workers, with the shard list as its first source.
+def _served_epoch(plan: InputPlan, cfg: InputConfig, repeat: bool) -> tf.data.Dataset:
+    """One epoch (or, with ``repeat``, endless epochs) for tf.data service workers.
 
     In ``distributed_epoch`` mode the dispatcher splits the graph's first
     source among the workers; a keyed epoch (a ``flat_map`` over epoch keys)
@@ -246,6 +261,9 @@ def _served_epoch(plan: InputPlan, cfg: InputConfig) -> tf.data.Dataset:
     ``Dataset.shuffle`` (redrawn each iteration) and the tiles' seeds come from
     a stateful draw per batch: served order is not reproducible anyway
     (workers hand out batches as they finish), so neither are the draws.
+    ``repeat`` repeats inside the served graph, after the shuffle: each pass
+    is shuffled anew, where a client-side ``repeat()`` of the served dataset
+    would start the same seeded graph again and replay the first epoch's order.
     """
     files = tf.data.Dataset.from_tensor_slices(
         (list(plan.shards.paths), tf.constant(plan.shards.counts, tf.int64))
@@ -254,8 +272,13 @@ def _served_epoch(plan: InputPlan, cfg: InputConfig) -> tf.data.Dataset:
     if plan.balance is not None:
         seeds = tf.data.Dataset.random(seed=cfg.seed + _BALANCE_SALT).batch(2)
         records = balance.resample(records, plan.balance, _positive_record, seeds)
+    if plan.weighting is not None:
+        seeds = tf.data.Dataset.random(seed=cfg.seed + _WEIGHT_SALT).batch(2)
+        records = weighting.resample(records, plan.weighting, weighting.record_weight, seeds)
     if cfg.shuffle_buffer > 0:
         records = records.shuffle(cfg.shuffle_buffer, seed=cfg.seed)
+    if repeat:
+        records = records.repeat()
     batches = records.batch(cfg.batch_size, drop_remainder=True)
     size = cfg.batch_size
 
@@ -280,10 +303,20 @@ def _start(start_step: int, per_epoch: int | None) -> tuple[int, int]:
 def _decoded_tiles(plan: InputPlan, cfg: InputConfig, cache: str) -> tf.data.Dataset:
     """Every tile of the plan, decoded once, in manifest order, cached (memory or file)."""
     records = read_shards(plan.shards, cfg, False, tf.constant(0, tf.int64))
-    parsed = records.batch(cfg.batch_size).map(_plain(lambda s: parse_batch(s, plan.layout)))
-    decoded = parsed.unbatch().map(
-        _plain(lambda f: decode_element(f, plan.layout)), **_parallel(cfg, True)
-    )
+    weighted = plan.weighting is not None
+
+    def parse(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
+        features = parse_batch(serialized, plan.layout)
+        if weighted:  # weighted sampling runs after the cache: the tiles keep their weights
+            features["weight"] = weighting.record_weights(serialized)
+        return features
+
+    def decode(features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        element = decode_element(features, plan.layout)
+        return {**element, "weight": features["weight"]} if weighted else element
+
+    parsed = records.batch(cfg.batch_size).map(_plain(parse))
+    decoded = parsed.unbatch().map(_plain(decode), **_parallel(cfg, True))
     return decoded.cache(cache)
 
 
@@ -293,6 +326,10 @@ def _positive_record(record: tf.Tensor) -> tf.Tensor:
 
 def _positive_tile(element: dict[str, tf.Tensor]) -> tf.Tensor:
     return element["positive"] > 0
+
+
+def _tile_weight(element: dict[str, tf.Tensor]) -> tf.Tensor:
+    return element["weight"]
 
 
 def _salt(key: tf.Tensor, salt: int) -> tf.Tensor:
@@ -310,13 +347,21 @@ def _balance_and_shuffle(
     cfg: InputConfig,
     training: bool,
     key: tf.Tensor,
-    is_positive: Callable[[Any], tf.Tensor],
+    cached: bool,
 ) -> tf.data.Dataset:
-    """Resample to the planned class balance, then shuffle (training) by ``shuffle_buffer``."""
+    """Resample to the planned class balance or tile weights, then shuffle (training).
+
+    ``cached``: the elements are decoded tiles (after a cache), not serialized records.
+    """
     if plan.balance is not None:
         # Per-element seeds; validation's key is fixed (the same subset every epoch).
         seeds = batch_seeds(_salt(key, _BALANCE_SALT), 1).unbatch()
+        is_positive = _positive_tile if cached else _positive_record
         ds = balance.resample(ds, plan.balance, is_positive, seeds)
+    if plan.weighting is not None:
+        seeds = batch_seeds(_salt(key, _WEIGHT_SALT), 1).unbatch()
+        weight_of = _tile_weight if cached else weighting.record_weight
+        ds = weighting.resample(ds, plan.weighting, weight_of, seeds)
     if training and cfg.shuffle_buffer > 0:
         ds = shuffle_blocks(ds, cfg.shuffle_buffer, _salt(key, _SHUFFLE_SALT))
     return ds
@@ -349,8 +394,10 @@ def shuffle_blocks(ds: tf.data.Dataset, size: int, key: tf.Tensor) -> tf.data.Da
 
 
 def _known_batches(plan: InputPlan, cfg: InputConfig, training: bool) -> int | None:
-    """Batches per epoch when fixed: not with balancing, skipped records or the service."""
-    if plan.balance is not None or cfg.skip_corrupt or (training and cfg.service):
+    """Batches per epoch when fixed: not with balancing, weights, skipped records or the service."""
+    if plan.balance is not None or plan.weighting is not None:
+        return None
+    if cfg.skip_corrupt or (training and cfg.service):
         return None
     if training:
         return plan.num_records // cfg.batch_size

@@ -32,6 +32,7 @@ from tfpipe.config import InputConfig, format_validation_error
 from tfpipe.data.balance import BalancePlan, count_positives, plan_balance
 from tfpipe.data.decode import TileLayout
 from tfpipe.data.shards import ShardSet, check_shard_files
+from tfpipe.data.weighting import WeightPlan, plan_weights
 from tfpipe.errors import ConfigError, RecordsError
 from tfpipe.records.manifest import Manifest
 
@@ -48,6 +49,7 @@ class InputPlan:
         size: Output side in pixels.
         balance: Class sampling, or None for the natural distribution.
         cache_key: Identifies (records build, folds, split) for cache file names.
+        weighting: Sampling by ``tile/weight`` (``input.weighted``, training), or None.
     """
 
     root: Path
@@ -57,6 +59,7 @@ class InputPlan:
     size: int
     balance: BalancePlan | None
     cache_key: str
+    weighting: WeightPlan | None = None
 
     @property
     def num_records(self) -> int:
@@ -94,6 +97,11 @@ def plan_input(
     size = _output_size(cfg, layout, where)
     _check_batch(cfg, shards.num_records, training, where)
     _check_augment(cfg, layout, training, where)
+    if cfg.weighted and cfg.balance is not None and training:
+        raise ConfigError(
+            "input.weighted and input.balance both resample the training tiles; use one: "
+            f"got weighted=true, balance={cfg.balance}"
+        )
     target = cfg.balance if training else cfg.val_balance
     balance = None
     if target is not None:
@@ -107,9 +115,14 @@ def plan_input(
         balance = plan_balance(
             target, positives, shards.num_records, oversample=training, where=where
         )
+    weights = None
+    if cfg.weighted and training:
+        weights = plan_weights(manifest, selected, shards.num_records, where)
     identity = f"{manifest.root.resolve()}|{manifest.created}|{selected}|{training}|{size}"
+    if weights is not None:  # cached tiles then carry their weights
+        identity += "|weighted"
     cache_key = hashlib.sha256(identity.encode()).hexdigest()[:12]
-    return InputPlan(manifest.root, selected, shards, layout, size, balance, cache_key)
+    return InputPlan(manifest.root, selected, shards, layout, size, balance, cache_key, weights)
 
 
 def resolve_config(

@@ -12,6 +12,16 @@ worker read every shard with the same seeds, so an epoch would hold each
 tile once per worker.) The order within an epoch depends on which worker is
 faster, so runs through the service are not bit-reproducible.
 
+Several trainers (``train.strategy: multi_worker``) read one shared job: the
+dispatcher hands each batch to one of them, so together they still read
+every record once per epoch (``tfpipe.train.distribute``). A named job that
+has finished serves nothing to a later reader of the same name, so the
+trainer draws a new name for every run.
+
+Trainers and workers first check that the dispatcher answers
+(:func:`wait_for_dispatcher`): TensorFlow itself keeps retrying an address
+that does not answer, without a message (still waiting after 100 s, measured).
+
 Example:
     $ tfpipe serve-data --dispatcher 5050                       # host A
     $ tfpipe serve-data --worker hostA:5050 --host hostB        # hosts B, C…
@@ -26,8 +36,12 @@ from typing import Any
 
 import tensorflow as tf
 
+from tfpipe.errors import ConfigError
+
 PROCESSING_MODE = "distributed_epoch"
 PROTOCOL = "grpc"
+CONNECT_TIMEOUT_S = 60.0
+"""How long a trainer or worker waits for the dispatcher's port to accept a connection."""
 
 
 def start_dispatcher(port: int = 0) -> tf.data.experimental.service.DispatchServer:
@@ -83,6 +97,7 @@ def run_worker(dispatcher_address: str, port: int = 0, host: str | None = None) 
     Example:
         $ tfpipe serve-data --worker hostA:5050
     """
+    wait_for_dispatcher(dispatcher_address, what="--worker")
     server = start_worker(dispatcher_address, port=port, host=host)
     name = host or socket.gethostname()
     # _address is the only way to learn the port picked for port=0.
@@ -92,6 +107,40 @@ def run_worker(dispatcher_address: str, port: int = 0, host: str | None = None) 
         flush=True,
     )
     _serve(server, "worker")
+
+
+def wait_for_dispatcher(
+    address: str, timeout_s: float | None = None, what: str = "input.service"
+) -> None:
+    """Return once a TCP connection to the dispatcher at ``address`` succeeds.
+
+    Retries (the dispatcher may still be starting) for ``timeout_s`` seconds
+    (default :data:`CONNECT_TIMEOUT_S`).
+
+    Raises:
+        ConfigError: the address is not ``[grpc://]HOST:PORT``, or nothing accepts
+            connections there in time.
+
+    Example:
+        >>> wait_for_dispatcher("grpc://localhost:5050", timeout_s=5)  # doctest: +SKIP
+    """
+    host, _, port = address.removeprefix(f"{PROTOCOL}://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"{what} must be [grpc://]HOST:PORT; got {address!r}")
+    timeout_s = CONNECT_TIMEOUT_S if timeout_s is None else timeout_s
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection((host, int(port)), timeout=2.0):
+                return
+        except OSError as err:
+            if time.monotonic() >= deadline:
+                raise ConfigError(
+                    f"no tf.data dispatcher answers at {address} ({what}) after {timeout_s:.0f} s "
+                    f"({err.strerror or err}); start one with `tfpipe serve-data --dispatcher "
+                    f"{port}` on {host}, or fix the address"
+                ) from None
+            time.sleep(0.5)
 
 
 def distribute(ds: tf.data.Dataset, service: str, job_name: str | None = None) -> tf.data.Dataset:

@@ -1,11 +1,15 @@
 """Label sources other than the slides: RLE CSVs, mask images, classification CSVs.
 
 * :func:`read_rle_csv` / :func:`write_rle_csv` — the HuBMAP ``train.csv``
-  (``id,encoding``) and submission (``id,predicted``) files.
+  (``id,encoding``) and submission (``id,predicted``) files;
+  :func:`read_class_rle_csv` / :func:`write_class_rle_csv` — their multi-class
+  form, one row per slide and class (``id,class,predicted``).
 * :func:`open_mask_image` — a mask image beside a slide. TIFF masks are read
   window by window through :mod:`tfpipe.io.tiff`; PNG (and other OpenCV
   formats) have no windows, so they are decoded whole once and then sliced.
-  Values > 0 become 1 (``binary=True``, the default) or are kept as class ids.
+  Values > 0 become 1 (``binary=True``, the default) or are kept as class ids
+  (``binary=False``; with ``classes=K`` each window is checked to hold only
+  0, 1..K and 255 = ignore, the mask value convention of docs/design.md).
 * :func:`read_label_csv` — multi-label classification CSV ``path,labels``
   with labels joined by ``|``.
 
@@ -22,6 +26,7 @@ import csv
 import os
 import sys
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +35,8 @@ from tfpipe.errors import InputDataError
 from tfpipe.io.tiff import open_slide
 
 RLE_COLUMNS = ("encoding", "predicted")
+IGNORE_VALUE = 255
+"""Mask value of pixels left out of the loss and the metrics (docs/design.md)."""
 TIFF_SUFFIXES = (".tif", ".tiff")
 LABEL_SEPARATOR = "|"
 
@@ -84,16 +91,75 @@ def write_rle_csv(path: str | Path, rles: dict[str, str], rle_column: str = "pre
     Example:
         >>> write_rle_csv("submission.csv", {"aaa": "1 3", "bbb": ""})  # doctest: +SKIP
     """
+    _write_rows(Path(path), ["id", rle_column], ([i, rle] for i, rle in rles.items()))
+
+
+def write_class_rle_csv(
+    path: str | Path, rles: dict[str, dict[str, str]], rle_column: str = "predicted"
+) -> None:
+    """Write ``{id: {class: rle}}`` as a CSV ``id,class,<rle_column>`` (one row per id and
+    class, in the given order), atomically: the multi-class form of :func:`write_rle_csv`.
+
+    Example:
+        >>> write_class_rle_csv("sub.csv", {"aaa": {"healthy": "1 3", "sclerotic": ""}})
+        ... # doctest: +SKIP
+    """
+    rows = ([i, name, rle] for i, per_class in rles.items() for name, rle in per_class.items())
+    _write_rows(Path(path), ["id", "class", rle_column], rows)
+
+
+def read_class_rle_csv(
+    path: str | Path, rle_column: str | None = None
+) -> dict[str, dict[str, str]]:
+    """Read a CSV ``id,class,<encoding|predicted>`` into ``{id: {class: rle}}``.
+
+    Raises:
+        InputDataError: the file or a column is missing, a field is empty, or an
+            ``(id, class)`` pair is repeated.
+
+    Example:
+        >>> read_class_rle_csv("sub.csv")["aaa"]  # doctest: +SKIP
+        {'healthy': '1 3', 'sclerotic': ''}
+    """
     path = Path(path)
+    columns, rows = _read_csv(path)
+    column = rle_column or _pick_rle_column(columns, path)
+    _require_columns(columns, ("id", "class", column), path)
+    out: dict[str, dict[str, str]] = {}
+    for line, row in rows:
+        image_id, name = (row["id"] or "").strip(), (row["class"] or "").strip()
+        if not image_id or not name:
+            raise InputDataError(f"{path} line {line}: columns 'id' and 'class' must not be empty")
+        per_class = out.setdefault(image_id, {})
+        if name in per_class:
+            raise InputDataError(
+                f"(id, class) pairs must be unique in {path}; ({image_id!r}, {name!r}) repeats "
+                f"on line {line}"
+            )
+        per_class[name] = (row[column] or "").strip()
+    return out
+
+
+def csv_columns(path: str | Path) -> list[str]:
+    """The header of a CSV file (e.g. to tell a multi-class RLE CSV by its ``class`` column);
+    only the first line is read."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputDataError(f"CSV file not found: {path}")
+    with path.open(newline="") as f:
+        return [c.strip() for c in next(csv.reader(f), [])]
+
+
+def _write_rows(path: Path, header: list[str], rows: Iterable[list[str]]) -> None:
+    """A CSV written under a temporary name and renamed into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     # A fresh name opened with "x" (not mkstemp) so the file gets the usual umask mode.
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         with tmp.open("x", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow(["id", rle_column])
-            for image_id, rle in rles.items():
-                writer.writerow([image_id, rle])
+            writer.writerow(header)
+            writer.writerows(rows)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -107,10 +173,12 @@ class MaskImage:
         path: The mask file.
         height, width: Mask size in pixels.
         binary: True maps every value > 0 to 1; False keeps class ids (must fit uint8).
+        classes: With ``binary=False``: the class count K; a value other than 0, 1..K or
+            255 (ignore) is an error. None keeps any value.
     """
 
-    def __init__(self, path: Path, binary: bool = True) -> None:
-        self.path, self.binary = path, binary
+    def __init__(self, path: Path, binary: bool = True, classes: int | None = None) -> None:
+        self.path, self.binary, self.classes = path, binary, classes
         self._slide = None
         self._pixels: np.ndarray | None = None
         if path.suffix.lower() in TIFF_SUFFIXES:
@@ -138,7 +206,10 @@ class MaskImage:
             values = self._slide.read_raw(y, x, h, w)
         else:
             values = _pad_window(self._pixels, y, x, h, w)
-        return self._to_labels(values)
+        labels = self._to_labels(values)
+        if not self.binary and self.classes is not None:
+            self._check_classes(labels, y, x)
+        return labels
 
     def close(self) -> None:
         """Release the file (TIFF) or the decoded pixels (PNG)."""
@@ -156,14 +227,27 @@ class MaskImage:
             )
         return first.astype(np.uint8)
 
+    def _check_classes(self, labels: np.ndarray, y: int, x: int) -> None:
+        k = int(self.classes or 0)
+        bad = (labels > k) & (labels != IGNORE_VALUE)
+        if bad.any():
+            row, col = (int(i[0]) for i in np.nonzero(bad))
+            raise InputDataError(
+                f"mask {self.path} has value {int(labels[row, col])} at pixel (y={y + row}, "
+                f"x={x + col}); with {k} data.mask_classes a mask pixel must be 0 (background), "
+                f"1..{k} (a class) or {IGNORE_VALUE} (ignore)"
+            )
 
-def open_mask_image(path: str | Path, binary: bool = True) -> MaskImage:
+
+def open_mask_image(path: str | Path, binary: bool = True, classes: int | None = None) -> MaskImage:
     """Open a mask image (TIFF windowed; PNG/others decoded whole since they have no windows).
 
     Args:
         path: The mask file.
         binary: True maps values > 0 (in any channel) to 1; False keeps the
             values of the first channel as class ids.
+        classes: With ``binary=False``, the class count K: windows holding a value
+            other than 0, 1..K or 255 raise ``InputDataError``.
 
     Raises:
         InputDataError: the file is missing or cannot be decoded.
@@ -175,7 +259,7 @@ def open_mask_image(path: str | Path, binary: bool = True) -> MaskImage:
     path = Path(path)
     if not path.is_file():
         raise InputDataError(f"mask image not found: {path}")
-    return MaskImage(path, binary=binary)
+    return MaskImage(path, binary=binary, classes=classes)
 
 
 def read_label_csv(

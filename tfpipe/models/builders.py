@@ -7,6 +7,12 @@ and are wrapped so that every tfpipe model has the same outer shape::
         ─▶ segmentation-models network (linear output)
         ─▶ Activation(sigmoid | softmax, dtype=float32)          # "head"
 
+The head has one channel per class with ``activation: sigmoid`` (multi-label:
+each channel is its own yes/no), or background + one per class with
+``activation: softmax`` (the channels sum to one; a binary softmax model has
+two). :func:`output_channels` says which, and every later stage (the data's
+``background_channel``, the losses, metrics and ``predict``) follows it.
+
 The final activation runs in float32 so that, under a mixed-precision policy,
 probabilities and the loss are not computed in float16. Segmentation models
 are fully convolutional: built for ``(None, None, C)``, they accept any side
@@ -67,8 +73,8 @@ def build_model(cfg: ModelConfig, input_shape: Sequence[int | None]) -> keras.Mo
 
     Returns:
         An uncompiled ``keras.Model`` taking ``uint8`` images and returning
-        float32 probabilities: ``(B, H, W, classes)`` for segmentation,
-        ``(B, classes)`` for classification.
+        float32 probabilities: ``(B, H, W, output_channels(cfg))`` for
+        segmentation, ``(B, classes)`` for classification.
 
     Raises:
         ConfigError: unknown backbone, arch/task mismatch, bad input size,
@@ -91,6 +97,30 @@ def build_model(cfg: ModelConfig, input_shape: Sequence[int | None]) -> keras.Mo
     if cfg.init_checkpoint is not None:
         weights.init_from_checkpoint(model, cfg.init_checkpoint)
     return model
+
+
+def output_channels(cfg: ModelConfig) -> int:
+    """Channels of a segmentation head: ``classes``, plus a background channel for softmax.
+
+    Example:
+        >>> output_channels(ModelConfig(classes=2)), output_channels(
+        ...     ModelConfig(classes=2, activation="softmax"))
+        (2, 3)
+    """
+    return cfg.classes + int(cfg.activation == "softmax")
+
+
+def is_softmax(model: keras.Model) -> bool:
+    """Whether a tfpipe segmentation model's head is a softmax (background channel first).
+
+    Anything without a ``head`` layer (a plain callable, another model) counts as sigmoid.
+    """
+    try:
+        head = model.get_layer("head")
+    except (AttributeError, ValueError):
+        return False
+    activation = getattr(head, "activation", None)
+    return getattr(activation, "__name__", str(activation)) == "softmax"
 
 
 def set_bn_momentum(model: keras.Model, momentum: float) -> int:
@@ -163,7 +193,7 @@ def _build_segmentation(cfg: ModelConfig, channels: int) -> keras.Model:
     net = getattr(sm, SEGMENTATION_ARCHS[cfg.arch])(
         cfg.backbone,
         input_shape=(None, None, channels),
-        classes=cfg.classes,
+        classes=output_channels(cfg),
         activation="linear",
         encoder_weights=None,
         **_decoder_kwargs(cfg),

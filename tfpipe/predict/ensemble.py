@@ -124,7 +124,8 @@ class EnsemblePredictor:
     """Mean of several models over test-time augmentations: uint8 batch in, probabilities out.
 
     Args:
-        models: Keras models with one sigmoid output channel (``(B, n, n, 1)``).
+        models: Keras segmentation models (``(B, n, n, C)`` probabilities): one
+            channel per class, or background first for a softmax head (dropped here).
         tta: Transform names of ``tfpipe.predict.tta`` (identity is always included).
 
     Example:
@@ -153,25 +154,44 @@ class EnsemblePredictor:
         return cls([load_model(p) for p in paths], tta)
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        """``(B, n, n, C)`` uint8 windows to ``(B, n, n)`` float32 probabilities."""
+        """``(B, n, n, C)`` uint8 windows to float32 probabilities: ``(B, n, n)`` for one
+        class, ``(B, n, n, K)`` for K classes (a softmax head's background dropped)."""
         from tfpipe.predict.tta import apply_tta, invert_tta
 
         count = len(images)
         variants = np.concatenate([apply_tta(images, name) for name in self.transforms])
-        total = np.zeros((len(variants), *images.shape[1:3]), np.float32)
-        for model in self.models:
-            out = np.asarray(model.predict_on_batch(variants), np.float32)
-            if out.ndim != 4 or out.shape[-1] != 1:
+        total = class_maps(self.models[0], variants)
+        for model in self.models[1:]:
+            out = class_maps(model, variants)
+            if out.shape != total.shape:
                 raise ConfigError(
-                    "predict needs a one-channel sigmoid segmentation model (B, H, W, 1); "
-                    f"got output shape {out.shape}"
+                    "ensemble models must predict the same classes; got outputs of shape "
+                    f"{total.shape} and {out.shape}"
                 )
-            total += out[..., 0]
+            total = total + out
         aligned = [
-            invert_tta(total[i * count : (i + 1) * count, ..., None], name)
+            invert_tta(total[i * count : (i + 1) * count], name)
             for i, name in enumerate(self.transforms)
         ]
-        return np.mean(aligned, axis=0)[..., 0] / len(self.models)
+        mean = np.mean(aligned, axis=0) / len(self.models)
+        return mean[..., 0] if mean.shape[-1] == 1 else mean
+
+
+def class_maps(model: Any, images: np.ndarray) -> np.ndarray:
+    """A segmentation model's ``(B, n, n, C)`` prediction as one map per class (softmax: the
+    background channel 0 dropped).
+
+    Raises:
+        ConfigError: the output is not ``(B, H, W, C)``.
+    """
+    from tfpipe.models.builders import is_softmax
+
+    out = np.asarray(model.predict_on_batch(images), np.float32)
+    if out.ndim != 4:
+        raise ConfigError(
+            f"predict needs a segmentation model (output (B, H, W, C)); got shape {out.shape}"
+        )
+    return out[..., 1:] if is_softmax(model) else out
 
 
 def _input_size(models: Sequence[Any]) -> int | None:

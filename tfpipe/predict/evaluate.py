@@ -7,7 +7,10 @@
 * a **threshold sweep** (0.30 to 0.70 in steps of 0.05) when ``P`` is a folder
   of probability maps from ``tfpipe predict --save-probs``: run it on the
   validation folds and pick the threshold there, never on the leaderboard;
-* an **overlay PNG** of true positives, false positives and false negatives.
+* an **overlay PNG** of true positives, false positives and false negatives;
+* with several classes (``classes``, or a ``pred`` CSV ``id,class,predicted``),
+  all of the above but the overlay per class, and their means over the classes
+  (:mod:`tfpipe.predict.class_eval`).
 
 Memory stays bounded for any slide size: masks are compared as run intervals
 (:func:`tfpipe.predict.intervals.intersection_size`, no pixels decoded), and the
@@ -26,6 +29,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -35,6 +39,9 @@ from tfpipe.predict.intervals import dice_score, intersection_size, run_pixels
 from tfpipe.predict.overlay import write_overlay
 from tfpipe.predict.sources import MaskSource, ProbabilityMap, find_slides, slide_shapes
 from tfpipe.predict.stitch import iter_prob_strips
+
+if TYPE_CHECKING:
+    from tfpipe.predict.class_eval import ClassEvalReport
 
 DEFAULT_THRESHOLDS = tuple(round(0.30 + 0.05 * i, 2) for i in range(9))
 
@@ -111,8 +118,9 @@ def evaluate(
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
     json_path: str | Path | None = None,
     verbose: bool = True,
-) -> EvalReport:
-    """Score predicted masks against the truth, slide by slide.
+    classes: Sequence[str] | None = None,
+) -> EvalReport | ClassEvalReport:
+    """Score predicted masks against the truth, slide by slide (and class by class).
 
     Args:
         pred: Submission CSV (``id,predicted``), folder of mask images, or folder
@@ -126,9 +134,13 @@ def evaluate(
         thresholds: Thresholds of the sweep.
         json_path: Also write the report (:meth:`EvalReport.to_dict`) as JSON here.
         verbose: Print the tables.
+        classes: Class names in mask-value order (``data.mask_classes``): score each
+            class (:mod:`tfpipe.predict.class_eval`). Default: the classes of a
+            ``pred`` CSV with a ``class`` column, else one binary mask.
 
     Returns:
-        An :class:`EvalReport` over the slides of ``pred``.
+        An :class:`EvalReport` over the slides of ``pred``, or a
+        :class:`~tfpipe.predict.class_eval.ClassEvalReport` for classes.
 
     Raises:
         InputDataError: a slide of ``pred`` has no truth, a size is unknown, or
@@ -139,6 +151,17 @@ def evaluate(
         >>> r.best_threshold  # doctest: +SKIP
         0.45
     """
+    from tfpipe.predict.class_eval import csv_class_names, evaluate_classes
+
+    names = list(classes) if classes else csv_class_names(pred)
+    if names is not None:
+        if overlay is not None:
+            raise ConfigError(
+                f"--overlay draws one binary mask; got classes {names} (evaluate them without it)"
+            )
+        return evaluate_classes(
+            pred, truth, names, images, thresholds=thresholds, json_path=json_path, verbose=verbose
+        )
     pred_src, truth_src = MaskSource(pred, "pred"), MaskSource(truth, "truth")
     images = Path(images) if images is not None else None
     ids = matched_ids(pred_src, truth_src)
@@ -164,7 +187,7 @@ def evaluate(
         truth_pixels = np.array([s.truth_pixels for s in report.slides], np.int64)
         report.sweep = sweep_rows(thresholds, counts, truth_pixels)
     if json_path is not None:
-        _write_json(Path(json_path), report.to_dict())
+        write_report_json(Path(json_path), report.to_dict())
     if verbose:
         print_report(report)
     return report
@@ -250,7 +273,8 @@ def sweep_rows(
     return rows
 
 
-def _write_json(path: Path, data: dict) -> None:
+def write_report_json(path: Path, data: dict) -> None:
+    """Write a report's JSON under a temporary name, then rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=2))

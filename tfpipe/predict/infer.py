@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from tfpipe.config import TissueFilter
+from tfpipe.errors import ConfigError
 from tfpipe.io.tiff import open_slide
 from tfpipe.predict.stitch import Stitcher
 from tfpipe.predict.windows import (
@@ -34,7 +35,7 @@ from tfpipe.predict.windows import (
 )
 from tfpipe.records.tiling import Decision, decide, iter_bands, resize_image
 
-# Maps a uint8 batch (B, n, n, C) to probabilities (B, n, n).
+# Maps a uint8 batch (B, n, n, C) to probabilities (B, n, n), or (B, n, n, K) for K classes.
 Predict = Callable[[np.ndarray], np.ndarray]
 
 
@@ -51,6 +52,8 @@ class SlidePlan:
     batch_size: int = 8
     tissue: TissueFilter | None = field(default_factory=TissueFilter)
     """Skip windows this filter calls background; None predicts every window."""
+    classes: int = 1
+    """Class maps the predictor returns: 1 (``(B, n, n)``) or K (``(B, n, n, K)``)."""
 
     @property
     def source_window(self) -> int:
@@ -91,7 +94,12 @@ def predict_probabilities(
         progress: Show a tqdm bar over the windows.
 
     Returns:
-        The ``(ceil(H/scale), ceil(W/scale))`` float32 probability map and counts.
+        The ``(ceil(H/scale), ceil(W/scale))`` float32 probability map (with a
+        last axis of ``plan.classes`` for several classes) and counts.
+
+    Raises:
+        ConfigError: the predictor returns another number of class maps than
+            ``plan.classes``.
     """
     from tqdm.auto import tqdm
 
@@ -99,16 +107,35 @@ def predict_probabilities(
     with open_slide(path) as slide:
         shape = (slide.height, slide.width)
         grid = window_grid(shape, plan.window, plan.overlap, plan.scale)
-        stitcher = Stitcher(lowres_shape(shape, plan.scale), blend_weights(plan.window, plan.blend))
+        weights = blend_weights(plan.window, plan.blend)
+        stitcher = Stitcher(lowres_shape(shape, plan.scale), weights, plan.classes)
         batches = iter_batches(slide.read_window, grid, plan, lowres_shape(shape, plan.scale)[1])
         with tqdm(total=len(grid), desc=path.stem, unit="win", disable=not progress) as bar:
             for batch in prefetch(batches):
                 if batch.windows:
-                    for window, prob in zip(batch.windows, predict(batch.images), strict=True):
+                    probs = check_classes(predict(batch.images), plan.classes)
+                    for window, prob in zip(batch.windows, probs, strict=True):
                         stitcher.add(window, prob)
                 bar.update(len(batch.windows) + batch.skipped)
     stats = SlideStats(shape[0], shape[1], len(grid), stitcher.windows_added)
     return stitcher.probabilities(), stats
+
+
+def check_classes(probs: np.ndarray, classes: int) -> np.ndarray:
+    """``probs`` if it holds ``classes`` maps per window (one class: ``(B, n, n)``, or
+    ``(B, n, n, 1)`` given as that).
+
+    Raises:
+        ConfigError: another shape, naming both counts.
+    """
+    got = 1 if probs.ndim == 3 else int(probs.shape[-1]) if probs.ndim == 4 else -1
+    if got != classes or (classes > 1 and probs.ndim != 4):
+        raise ConfigError(
+            f"the model predicts {got} class map(s) per window (output shape "
+            f"{tuple(probs.shape)}) but predict expects {classes} (data.mask_classes / "
+            "model.classes); use the checkpoint trained on these classes"
+        )
+    return probs[..., 0] if classes == 1 and probs.ndim == 4 else probs
 
 
 def iter_batches(

@@ -5,12 +5,16 @@ source pixels reduced by ``data.downscale``; the model input size is read
 from the checkpoint), background windows skipped with the build-records
 tissue filter, fold ensemble and TTA averaged (:mod:`.ensemble`), overlaps
 blended (:mod:`.stitch`), the map upscaled and thresholded strip by strip,
-and written as competition RLE (``id,predicted``, atomic).
+and written as competition RLE (``id,predicted``, atomic). With several
+``data.mask_classes`` there is one map per class, each pixel takes the most
+probable class above its ``predict.threshold``, and the CSV has one RLE per
+slide and class, ``id,class,predicted`` (:mod:`.outputs`).
 
 Optional outputs: ``--save-masks DIR`` (full-resolution masks, PNG for small
 slides, tiled TIFF otherwise) and ``--save-probs DIR`` (the low-resolution
 probability maps ``<id>.npy`` + ``<id>.json``, which ``tfpipe evaluate`` uses
-for its threshold sweep).
+for its threshold sweep), and ``--probabilities DIR`` (the same maps as uint8 tiled
+TIFFs ``<id>.tiff``, read window by window by ``data.source: pseudo_labels``).
 
 Memory: the low-resolution accumulators (8 bytes per ``downscale²`` source
 pixels, 200 MB for a 20,000² slide at downscale 4) plus one row band of
@@ -33,7 +37,7 @@ from pathlib import Path
 
 from tfpipe.config import Experiment
 from tfpipe.errors import ConfigError
-from tfpipe.io.masks import write_rle_csv
+from tfpipe.io.probmap import write_probability_tiff
 from tfpipe.predict.ensemble import (
     EnsemblePredictor,
     check_run_scale,
@@ -41,7 +45,13 @@ from tfpipe.predict.ensemble import (
     trained_input_size,
 )
 from tfpipe.predict.infer import Predict, SlidePlan, predict_probabilities
-from tfpipe.predict.outputs import encode_slide, mask_path, write_mask_tiff
+from tfpipe.predict.outputs import (
+    class_thresholds,
+    encode_slide,
+    mask_path,
+    write_mask_tiff,
+    write_predictions,
+)
 from tfpipe.predict.sources import find_slides, save_probability_map
 
 
@@ -59,6 +69,8 @@ class SlideResult:
     seconds: float
     mask: Path | None = None
     probabilities: Path | None = None
+    probability_map: Path | None = None
+    """The window-readable ``<id>.tiff`` (``--probabilities``)."""
 
 
 @dataclass
@@ -70,7 +82,8 @@ class PredictSummary:
     tta: list[str]
     input_size: int
     scale: int
-    threshold: float
+    threshold: float | list[float]
+    """``predict.threshold``; one per class with several ``data.mask_classes``."""
     slides: list[SlideResult] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -92,7 +105,12 @@ class PredictSummary:
             "out": str(self.out),
             "checkpoints": [str(p) for p in self.checkpoints],
             "slides": [
-                {**asdict(s), "mask": _str(s.mask), "probabilities": _str(s.probabilities)}
+                {
+                    **asdict(s),
+                    "mask": _str(s.mask),
+                    "probabilities": _str(s.probabilities),
+                    "probability_map": _str(s.probability_map),
+                }
                 for s in self.slides
             ],
             "windows_per_second": self.windows_per_second,
@@ -108,6 +126,7 @@ def predict_slides(
     save_masks: str | Path | None = None,
     *,
     save_probabilities: str | Path | None = None,
+    probabilities: str | Path | None = None,
     predictor: Predict | None = None,
     progress: bool = True,
 ) -> PredictSummary:
@@ -122,6 +141,9 @@ def predict_slides(
         save_masks: Also write full-resolution masks here; default ``predict.save_masks``.
         save_probabilities: Also write low-resolution probability maps here;
             default ``predict.save_probabilities``.
+        probabilities: Also write each slide's probability map as a window-readable
+            ``<id>.tiff`` here (:mod:`tfpipe.io.probmap`, for ``data.source:
+            pseudo_labels``); default ``predict.probabilities``.
         predictor: Use this batch predictor instead of loading ``checkpoint``
             (tests, custom models); it maps ``(B, n, n, 3)`` uint8 to ``(B, n, n)``.
         progress: Show progress bars and print the summary.
@@ -153,18 +175,32 @@ def predict_slides(
         tta=list(cfg.tta),
         input_size=plan.window,
         scale=plan.scale,
-        threshold=cfg.threshold,
+        threshold=class_thresholds(cfg.threshold, exp.data.mask_classes),
     )
     masks_dir = _folder(save_masks or cfg.save_masks)
     probs_dir = _folder(save_probabilities or cfg.save_probabilities)
+    maps_dir = _folder(probabilities or cfg.probabilities)
+    if maps_dir is not None and plan.classes > 1:
+        raise ConfigError(
+            "--probabilities (predict.probabilities) writes one-class maps for pseudo-labels; "
+            f"got a model of {plan.classes} classes (data.mask_classes)"
+        )
     start = time.perf_counter()
-    rles: dict[str, str] = {}
+    rles: dict[str, str | list[str]] = {}
     for image_id, path in slides.items():
         result, rles[image_id] = predict_one(
-            image_id, path, predictor, plan, cfg.threshold, masks_dir, probs_dir, progress
+            image_id,
+            path,
+            predictor,
+            plan,
+            summary.threshold,
+            masks_dir,
+            probs_dir,
+            progress,
+            maps_dir,
         )
         summary.slides.append(result)
-    write_rle_csv(summary.out, rles)
+    write_predictions(summary.out, rles, exp.data.mask_classes)
     summary.seconds = time.perf_counter() - start
     if progress:
         print_summary(summary)
@@ -190,6 +226,7 @@ def slide_plan(exp: Experiment, predictor: Predict, checkpoints: list[Path]) -> 
         blend=cfg.blend,
         batch_size=cfg.batch_size,
         tissue=exp.data.filter if cfg.skip_background else None,
+        classes=len(exp.data.mask_classes or []) or 1,
     )
 
 
@@ -198,12 +235,13 @@ def predict_one(
     path: Path,
     predictor: Predict,
     plan: SlidePlan,
-    threshold: float,
+    threshold: float | list[float],
     masks_dir: Path | None,
     probs_dir: Path | None,
     progress: bool,
-) -> tuple[SlideResult, str]:
-    """Predict one slide; returns its result row and its RLE."""
+    maps_dir: Path | None = None,
+) -> tuple[SlideResult, str | list[str]]:
+    """Predict one slide; returns its result row and its RLE (one per class for several)."""
     start = time.perf_counter()
     prob, stats = predict_probabilities(path, predictor, plan, progress)
     shape = (stats.height, stats.width)
@@ -215,6 +253,11 @@ def predict_one(
     prob_file = None
     if probs_dir is not None:
         prob_file = save_probability_map(probs_dir, image_id, prob, shape, plan.scale, threshold)
+    map_file = None
+    if maps_dir is not None:
+        map_file = write_probability_tiff(
+            maps_dir / f"{image_id}.tiff", prob, shape, plan.scale, threshold
+        )
     del prob  # the RLE text can be large (noisy masks): make room first
     rle = encoder.rle()
     result = SlideResult(
@@ -227,6 +270,7 @@ def predict_one(
         time.perf_counter() - start,
         mask_file,
         prob_file,
+        map_file,
     )
     return result, rle
 

@@ -60,14 +60,15 @@ class ProbabilityMap:
     height: int
     width: int
     scale: int
-    threshold: float
+    threshold: float | list[float]
+    """predict's threshold; one per class for ``(h, w, K)`` maps."""
 
     @property
     def shape(self) -> tuple[int, int]:
         return self.height, self.width
 
     def load(self) -> np.ndarray:
-        """The ``(h, w)`` map as float32."""
+        """The ``(h, w)`` map (``(h, w, K)`` for several classes) as float32."""
         return np.load(self.path).astype(np.float32)
 
 
@@ -77,9 +78,11 @@ def save_probability_map(
     prob: np.ndarray,
     shape: tuple[int, int],
     scale: int,
-    threshold: float,
+    threshold: float | list[float],
 ) -> Path:
-    """Write ``<id>.npy`` (float32) and its ``<id>.json`` sidecar; each via temp file + rename."""
+    """Write ``<id>.npy`` (float32) and its ``<id>.json`` sidecar; each via temp file + rename.
+
+    Maps of several classes are ``(h, w, K)`` with one threshold per class."""
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{image_id}{PROB_SUFFIX}"
     tmp = folder / f".{image_id}.tmp.npy"
@@ -217,10 +220,17 @@ def _read_probability_folder(folder: Path) -> dict[str, ProbabilityMap]:
                 int(meta["height"]),
                 int(meta["width"]),
                 int(meta["scale"]),
-                float(meta.get("threshold", 0.5)),
+                _threshold(meta.get("threshold", 0.5)),
             )
         except (ValueError, KeyError, TypeError) as err:
             raise InputDataError(
                 f"{meta_path} must hold height, width, scale (and threshold); got error {err}"
             ) from None
     return maps
+
+
+def _threshold(value: float | str | list[float]) -> float | list[float]:
+    """A sidecar's threshold: a number, or a list of numbers (one per class)."""
+    if isinstance(value, list):
+        return [float(v) for v in value]
+    return float(value)

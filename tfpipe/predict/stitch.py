@@ -6,6 +6,11 @@ works at (``1/scale²`` of the pixels: one float32 array of 25 million cells,
 100 MB, for that slide at ``scale=4``), and :func:`iter_mask_strips` produces
 the full-resolution mask one column strip at a time from it.
 
+Several classes: the maps are ``(h, w, K)`` (one channel per class, background
+dropped) and are blended and upscaled channel by channel alike; a pixel's class
+is the most probable of the classes above their thresholds
+(:func:`class_index`), 0 when none is, so the classes never overlap.
+
 Upscaling is bilinear (``cv2.resize``) with exact integer scale, so low-res
 cell ``i`` covers source pixels ``[i*scale, (i+1)*scale)``. A block is
 resized together with a one-cell margin, which makes every block identical,
@@ -25,7 +30,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -48,6 +53,8 @@ class Stitcher:
     Args:
         shape: ``(h, w)`` of the low-resolution grid.
         weights: ``(n, n)`` blending weight of one window (see ``blend_weights``).
+        classes: Class maps per window: 1 takes ``(n, n)`` predictions and gives an
+            ``(h, w)`` map; K > 1 takes ``(n, n, K)`` and gives ``(h, w, K)``.
 
     Example:
         >>> s = Stitcher((2, 2), np.ones((2, 2), np.float32))
@@ -55,10 +62,12 @@ class Stitcher:
         [[0.0, 0.0], [0.0, 0.0]]
     """
 
-    def __init__(self, shape: tuple[int, int], weights: np.ndarray) -> None:
+    def __init__(self, shape: tuple[int, int], weights: np.ndarray, classes: int = 1) -> None:
         self.shape = (int(shape[0]), int(shape[1]))
         self.weights = np.asarray(weights, np.float32)
-        self._sum = np.zeros(self.shape, np.float32)
+        self.classes = int(classes)
+        channels = () if self.classes == 1 else (self.classes,)
+        self._sum = np.zeros((*self.shape, *channels), np.float32)
         self._added: list[Window] = []
 
     @property
@@ -66,13 +75,17 @@ class Stitcher:
         return len(self._added)
 
     def add(self, window: Window, prediction: np.ndarray) -> None:
-        """Accumulate one ``(n, n)`` prediction; parts past the grid edge are dropped."""
+        """Accumulate one ``(n, n)`` (or ``(n, n, K)``) prediction; parts past the grid edge
+        are dropped."""
         rows, cols, weight = self._clip(window, 0, self.shape[0])
+        if self.classes > 1:
+            weight = weight[..., None]
         self._sum[rows, cols] += weight * prediction[: weight.shape[0], : weight.shape[1]]
         self._added.append(window)
 
     def probabilities(self) -> np.ndarray:
-        """The ``(h, w)`` float32 blended probabilities; the accumulator is released.
+        """The ``(h, w)`` (or ``(h, w, K)``) float32 blended probabilities; the accumulator
+        is released.
 
         The division happens in place, one band of window-height rows at a time.
         """
@@ -85,6 +98,8 @@ class Stitcher:
                 if window.y < r1 and window.y + window.size > r0:
                     rows, cols, part = self._clip(window, r0, r1)
                     weight[rows.start - r0 : rows.stop - r0, cols] += part
+            if self.classes > 1:
+                weight = weight[..., None]
             np.divide(prob[r0:r1], weight, out=prob[r0:r1], where=weight > 0)
         return prob
 
@@ -109,13 +124,15 @@ def upscale_block(prob: np.ndarray, scale: int, y0: int, y1: int, x0: int, x1: i
     """
     import cv2
 
-    h, w = prob.shape
+    h, w = prob.shape[:2]
     # Output pixel y samples cell (y + 0.5) / scale - 0.5: one cell either side suffices.
     top, bottom = max(y0 // scale - 1, 0), min(-(-y1 // scale) + 1, h)
     left, right = max(x0 // scale - 1, 0), min(-(-x1 // scale) + 1, w)
     cells = np.ascontiguousarray(prob[top:bottom, left:right], np.float32)
     size = ((right - left) * scale, (bottom - top) * scale)
     up = cv2.resize(cells, size, interpolation=cv2.INTER_LINEAR)
+    if up.ndim < cells.ndim:  # OpenCV drops a single channel axis
+        up = up[..., None]
     return up[y0 - top * scale : y1 - top * scale, x0 - left * scale : x1 - left * scale]
 
 
@@ -196,3 +213,63 @@ def iter_mask_tiles(
         for x0 in range(0, width, tile):
             x1 = min(x0 + tile, width)
             yield (upscale_block(prob, scale, y0, y1, x0, x1) > threshold).view(np.uint8)
+
+
+def class_index(probs: np.ndarray, thresholds: Sequence[float]) -> np.ndarray:
+    """uint8 class of each pixel of ``(..., K)`` maps: the most probable class above its
+    threshold (1..K), or 0 when no class is.
+
+    Example:
+        >>> p = np.array([[0.7, 0.6], [0.2, 0.9], [0.1, 0.3]], np.float32)
+        >>> class_index(p, [0.5, 0.5]).tolist()
+        [1, 2, 0]
+    """
+    above = probs > np.asarray(thresholds, np.float32)
+    best = np.argmax(np.where(above, probs, -1.0), axis=-1)
+    return np.where(above.any(axis=-1), best + 1, 0).astype(np.uint8)
+
+
+def iter_class_strips(
+    prob: np.ndarray,
+    scale: int,
+    shape: tuple[int, int],
+    thresholds: Sequence[float],
+    width: int | None = None,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Full-resolution ``(H, w)`` uint8 class-index strips of ``(h, w, K)`` maps, left to right.
+
+    Like :func:`iter_mask_strips` (same upscaling, same cut-independence), with
+    :func:`class_index` in place of the threshold. Strips are ``K`` times narrower
+    so an upscaled strip of all classes stays about :data:`STRIP_PIXELS` floats.
+
+    Example:
+        >>> p = np.array([[[0.9, 0.1], [0.1, 0.8]]], np.float32)
+        >>> [(x0, s.tolist()) for x0, s in iter_class_strips(p, 1, (1, 2), [0.5, 0.5])]
+        [(0, [[1, 2]])]
+    """
+    step = width or strip_width(shape[0], scale, STRIP_PIXELS // prob.shape[-1])
+    for x0, strip in iter_prob_strips(prob, scale, shape, step):
+        yield x0, class_index(strip, thresholds)
+
+
+def iter_class_tiles(
+    prob: np.ndarray,
+    scale: int,
+    shape: tuple[int, int],
+    thresholds: Sequence[float],
+    tile: int,
+) -> Iterator[np.ndarray]:
+    """Full-resolution class-index tiles of ``(h, w, K)`` maps, row-major (see
+    :func:`iter_mask_tiles`); each equals the same region of :func:`iter_class_strips`.
+
+    Example:
+        >>> p = np.array([[[0.9, 0.1], [0.1, 0.8]]], np.float32)
+        >>> [t.tolist() for t in iter_class_tiles(p, 1, (1, 2), [0.5, 0.5], tile=1)]
+        [[[1]], [[2]]]
+    """
+    height, width = shape
+    for y0 in range(0, height, tile):
+        y1 = min(y0 + tile, height)
+        for x0 in range(0, width, tile):
+            x1 = min(x0 + tile, width)
+            yield class_index(upscale_block(prob, scale, y0, y1, x0, x1), thresholds)

@@ -18,7 +18,7 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -27,6 +27,8 @@ import numpy as np
 
 from tfpipe.io.masks import open_mask_image
 from tfpipe.io.rle import column_segments
+from tfpipe.records.polygons import PolygonMask
+from tfpipe.records.pseudo import PseudoSpec, open_pseudo_labels
 
 # Below this many intervals a window is painted interval by interval (a glomerulus
 # mask band has a few thousand); above it, a running sum over the window is cheaper.
@@ -109,20 +111,44 @@ def _fill_dense(h: int, w: int, col: np.ndarray, top: np.ndarray, bottom: np.nda
 
 @dataclass(frozen=True)
 class LabelSpec:
-    """How a worker gets the mask of one slide: RLE intervals, a mask image, or none."""
+    """How a worker gets the mask of one slide: RLE intervals, a mask image, pseudo-labels
+    (a probability map and a band, :mod:`tfpipe.records.pseudo`), or none."""
 
     segments: RowSegments | None = None
     mask_path: Path | None = None
+    classes: int = 0
+    """Mask image values are class ids 0..classes (255 = ignore), checked as bands are read;
+    0: a binary mask (every value > 0 is 1)."""
+    pseudo: PseudoSpec | None = None
+    polygons: PolygonMask | None = None
+    """GeoJSON features rasterized per window (:mod:`tfpipe.records.polygons`)."""
 
     @property
     def labelled(self) -> bool:
-        return self.segments is not None or self.mask_path is not None
+        return (
+            self.segments is not None
+            or self.mask_path is not None
+            or self.pseudo is not None
+            or self.polygons is not None
+        )
+
+    def select_rows(self, y0: int, y1: int) -> LabelSpec:
+        """The labels of rows ``[y0, y1)`` only: what one work unit carries to its worker."""
+        segments = None if self.segments is None else self.segments.select_rows(y0, y1)
+        polygons = None if self.polygons is None else self.polygons.select_rows(y0, y1)
+        return replace(self, segments=segments, polygons=polygons)
 
 
 def open_labels(spec: LabelSpec) -> MaskReader | None:
     """Open the mask reader described by ``spec`` (None for unlabelled slides)."""
     if spec.segments is not None:
         return spec.segments
+    if spec.polygons is not None:
+        return spec.polygons
+    if spec.pseudo is not None:
+        return open_pseudo_labels(spec.pseudo)
     if spec.mask_path is not None:
+        if spec.classes:
+            return open_mask_image(spec.mask_path, binary=False, classes=spec.classes)
         return open_mask_image(spec.mask_path)
     return None

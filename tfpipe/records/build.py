@@ -1,6 +1,8 @@
 """``tfpipe build-records``: source images -> sharded, shuffled TFRecords + manifest.json.
 
-Shaped like a Beam pipeline so it can move to one later (docs/design.md):
+Shaped like a Beam pipeline; ``data.runner: beam`` (``--runner beam``) runs the
+same stages on Apache Beam (:mod:`tfpipe.records.beam`), writing the same shards.
+The local runner:
 
 1. **sources** (:mod:`~tfpipe.records.sources`): find and validate everything first.
 2. **map** (:mod:`~tfpipe.records.workers`, :mod:`~tfpipe.records.units`):
@@ -25,8 +27,10 @@ build at a time per output (``<output>.lock``), and temp folders of builds
 killed with ``kill -9`` are removed by the next build into the same output
 (:mod:`~tfpipe.records.lifecycle`). A slide none of whose tiles shows tissue
 is reported (a warning; an error if every slide is blank). Same config
-and seed give identical shard bytes, whatever the worker count (only the
-manifest's times differ).
+and seed give identical shard bytes, whatever the worker count or runner
+(only the manifest's times, and ``config.runner``, differ). Both runners share
+:func:`building` (the temp folder and the publish) and the stages after the
+map (:mod:`tfpipe.records.stages`).
 
 Example:
     >>> from tfpipe.config import load_experiment
@@ -38,18 +42,17 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
-import warnings
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from tfpipe import __version__
 from tfpipe.config import DataConfig
-from tfpipe.errors import ConfigError, InputDataError, RecordsError
+from tfpipe.errors import ConfigError, RecordsError, require_extra
 from tfpipe.records import format as fmt
 from tfpipe.records.diskspace import SpaceBudget, is_disk_full
 from tfpipe.records.lifecycle import (
@@ -59,25 +62,39 @@ from tfpipe.records.lifecycle import (
     terminate_as_interrupt,
 )
 from tfpipe.records.manifest import Manifest, ShardInfo, write_manifest
-from tfpipe.records.shuffle import RecordTable, assign_folds, read_in_order, shuffled_order
+from tfpipe.records.shuffle import RecordTable, read_in_order
 from tfpipe.records.sources import SourcePlan, discover_sources
-from tfpipe.records.summary import MapTotals, dataset_stats, merge_results, print_summary
-from tfpipe.records.units import UnitResult
+from tfpipe.records.stages import (
+    assign_record_folds,
+    check_blank,
+    check_folds,
+    fold_order,
+    make_manifest,
+    record_table,
+)
+from tfpipe.records.summary import merge_results, print_summary
 from tfpipe.records.workers import WorkerPool, default_workers, map_settings, plan_units
-from tfpipe.records.writer import ShardWriter, plan_shards
+from tfpipe.records.writer import ShardWriter
 
 
 def build_records(
-    cfg: DataConfig, overwrite: bool = False, progress: bool = True, wait_lock: bool = False
+    cfg: DataConfig,
+    overwrite: bool = False,
+    progress: bool = True,
+    wait_lock: bool = False,
+    beam_options: Sequence[str] = (),
 ) -> Manifest:
     """Build the records folder ``cfg.output`` from the sources in ``cfg``.
 
     Args:
-        cfg: The ``data`` section of an experiment.
+        cfg: The ``data`` section of an experiment; ``cfg.runner`` picks the
+            local worker pool or Apache Beam.
         overwrite: Replace an existing ``cfg.output`` (after the new build succeeded).
         progress: Show progress bars and print the summary table.
         wait_lock: When another build holds ``<output>.lock``, wait for it
             instead of raising :class:`~tfpipe.records.lifecycle.OutputLockedError`.
+        beam_options: ``runner: beam`` only: Beam pipeline options as
+            ``KEY=VALUE`` (``--beam-option``), passed to the runner unchanged.
 
     Returns:
         The written :class:`~tfpipe.records.manifest.Manifest` (``root`` = output).
@@ -89,6 +106,7 @@ def build_records(
             every slide came out blank.
         ConfigError: fewer source images than folds, or a missing setting.
         DiskFullError: the disk under the output filled up (or would have).
+        MissingExtraError: ``runner: beam`` without the ``[beam]`` extra.
         Terminated: SIGTERM arrived (a ``KeyboardInterrupt``, like Ctrl-C);
             the temporary folder was removed.
 
@@ -98,6 +116,13 @@ def build_records(
     """
     start = time.perf_counter()
     output = Path(cfg.output)
+    if cfg.runner == "beam":
+        require_extra("beam", "data.runner: beam (--runner beam)")
+    elif beam_options:
+        raise ConfigError(
+            f"--beam-option needs data.runner: beam (--runner beam); got runner={cfg.runner!r} "
+            f"with beam options {list(beam_options)}"
+        )
     with terminate_as_interrupt(), output_lock(output, wait=wait_lock, progress=progress):
         remove_stale_temps(output, progress)
         if output.exists() and not overwrite:
@@ -107,7 +132,12 @@ def build_records(
             )
         space = SpaceBudget.measure(output)
         try:
-            manifest = _build(output, cfg, space, progress, start)
+            if cfg.runner == "beam":
+                from tfpipe.records.beam import build_on_beam
+
+                manifest = build_on_beam(output, cfg, space, progress, start, beam_options)
+            else:
+                manifest = _build(output, cfg, space, progress, start)
         except OSError as err:
             if not is_disk_full(err):
                 raise
@@ -125,23 +155,38 @@ def _build(
     with WorkerPool(cfg.workers or default_workers()) as pool:
         plan = discover_sources(cfg)
         discovered = time.perf_counter()
-        if len(plan.items) < cfg.folds:
-            raise ConfigError(
-                f"data.folds must not exceed the number of source images (folds hold whole "
-                f"images); got folds={cfg.folds} for {len(plan.items)} image(s) in {cfg.images}"
-            )
+        check_folds(plan, cfg)
         space.estimate(plan, cfg)
-        tmp = temp_path(output)
-        shutil.rmtree(tmp, ignore_errors=True)
-        try:
-            (tmp / "spill").mkdir(parents=True)
+        # Running units must stop writing before the folder goes.
+        with building(output, before_cleanup=pool.close) as tmp:
+            (tmp / "spill").mkdir()
             manifest = _build_into(tmp, plan, cfg, pool, space, progress, (start, discovered))
-            _publish(tmp, output)
-        except BaseException:
-            pool.close()  # running units must stop writing before the folder goes
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     return manifest
+
+
+@contextlib.contextmanager
+def building(output: Path, before_cleanup: Callable[[], None] | None = None) -> Iterator[Path]:
+    """A fresh ``<output>.tmp-<pid>`` to build into, published when the block succeeds.
+
+    On any exception (also Ctrl-C and SIGTERM) ``before_cleanup`` runs (e.g.
+    stop the workers that write into the folder), the folder is removed and
+    the exception goes on; the old output, if any, is untouched.
+
+    Example:
+        >>> with building(Path("records/kidney")) as tmp:  # doctest: +SKIP
+        ...     write_manifest(manifest, tmp)
+    """
+    tmp = temp_path(output)
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir(parents=True)
+        yield tmp
+        _publish(tmp, output)
+    except BaseException:
+        if before_cleanup is not None:
+            before_cleanup()
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def _build_into(
@@ -166,15 +211,12 @@ def _build_into(
     table = record_table(ids, results)
     del results  # the table holds the same locations as compact arrays
     space.check_shards(int(table.length.sum()), cfg.compression)
-    folds = assign_folds({sid: s.kept for sid, s in totals.sources.items()}, cfg.folds)
-    for sid, fold in folds.items():
-        totals.sources[sid].fold = fold
-    record_folds = np.array([folds[sid] for sid in ids], np.int64)[table.source]
+    record_folds = assign_record_folds(totals, ids, table, cfg.folds)
     shards = write_folds(tmp, table, record_folds, [u.spill for u in units], cfg, progress)
     shutil.rmtree(tmp / "spill")
     written = time.perf_counter()
 
-    manifest = _manifest(tmp, plan, cfg, shards, totals, table)
+    manifest = make_manifest(tmp, plan, cfg, shards, totals, table)
     manifest.timings = {
         "sources": round(times[1] - times[0], 3),
         "map": round(mapped - times[1], 3),
@@ -184,65 +226,6 @@ def _build_into(
     manifest.config["workers"] = pool.workers
     write_manifest(manifest, tmp)
     return manifest
-
-
-def check_blank(totals: MapTotals, results: list[UnitResult], task: str, cfg: DataConfig) -> None:
-    """Warn about each slide none of whose tiles shows tissue; fail if that is every slide.
-
-    A tile shows tissue when it passes ``data.filter`` and is not one flat
-    colour. A slide without any such tile is empty, or its pixels were
-    scaled wrongly (e.g. float pixels outside ``data.float_range``); tiles
-    with mask pixels are still written (they always are), which the summary
-    table alone would not reveal.
-
-    Raises:
-        InputDataError: every slide came out blank.
-    """
-    if task == "classification":  # whole images, no tissue filter
-        return
-    informative = dict.fromkeys(totals.sources, 0)
-    for r in results:
-        for sid, n in r.informative.items():
-            informative[sid] += n
-    blank = [sid for sid, s in totals.sources.items() if s.tiles_total and not informative[sid]]
-    rule = (
-        f"no tile has >= {cfg.filter.min_tissue_fraction:g} tissue under data.filter and "
-        "more than one colour: an empty slide, or pixels scaled wrongly "
-        "(float slides: see data.float_range)"
-    )
-    if blank and len(blank) == len(totals.sources):
-        raise InputDataError(
-            f"every slide in {cfg.images} came out blank ({len(blank)} slide(s)): {rule}"
-        )
-    for sid in blank:
-        s = totals.sources[sid]
-        warnings.warn(
-            f"slide {sid} came out blank: {rule}; {s.kept} of its {s.tiles_total} tiles "
-            "were written (tiles with mask pixels are always kept)",
-            stacklevel=2,
-        )
-
-
-def record_table(source_ids: list[str], results: list[UnitResult]) -> RecordTable:
-    """All records' locations as one table; ``source`` indexes the sorted ``source_ids``."""
-    index = {sid: i for i, sid in enumerate(source_ids)}
-    parts = []
-    for r in results:
-        if not r.records:
-            continue
-        sid, y, x, offset, length, positive = zip(*r.records, strict=True)
-        parts.append(
-            RecordTable(
-                source=np.array([index[s] for s in sid], np.int32),
-                y=np.array(y, np.int64),
-                x=np.array(x, np.int64),
-                unit=np.full(len(sid), r.index, np.int32),
-                offset=np.array(offset, np.int64),
-                length=np.array(length, np.int64),
-                positive=np.array(positive, np.float32),
-            )
-        )
-    return RecordTable.concat(parts)
 
 
 def write_folds(
@@ -255,18 +238,14 @@ def write_folds(
 ) -> list[ShardInfo]:
     """Shuffle each fold's records and write them as shards into ``root``.
 
-    The shard count of a fold is planned from the record lengths before the
-    first byte is written, so every name carries its final ``-of-N``.
+    Orders and shard ranges come from :func:`~tfpipe.records.stages.fold_order`.
     """
     budget = int(cfg.shuffle_memory_mb * (1 << 20))
     shards: list[ShardInfo] = []
     bar = tqdm(total=len(table), unit="rec", desc="shuffle/write", disable=not progress)
     with bar:
         for fold in range(cfg.folds):
-            order = shuffled_order(table, np.flatnonzero(record_folds == fold), cfg.seed, fold)
-            ranges = plan_shards(
-                int(table.length[order].sum()), order.size, cfg.shard_records, cfg.shard_mb
-            )
+            order, ranges = fold_order(table, record_folds, fold, cfg)
             records = read_in_order(spills, table, order, budget)
             for i, (lo, hi) in enumerate(ranges):
                 name = fmt.shard_name(fold, i, len(ranges), cfg.compression)
@@ -277,34 +256,6 @@ def write_folds(
                 done = writer.result
                 shards.append(ShardInfo(name, fold, done.records, done.bytes, done.sha256))
     return shards
-
-
-def _manifest(
-    root: Path,
-    plan: SourcePlan,
-    cfg: DataConfig,
-    shards: list[ShardInfo],
-    totals: MapTotals,
-    table: RecordTable,
-) -> Manifest:
-    out = cfg.tile_size // cfg.downscale
-    return Manifest(
-        root=root,
-        task=plan.task,
-        tile_height=out,
-        tile_width=out,
-        channels=3,
-        encoding=cfg.encoding,
-        compression=cfg.compression,
-        num_folds=cfg.folds,
-        shards=shards,
-        sources=totals.sources,
-        class_names=plan.class_names,
-        config=cfg.model_dump(mode="json"),
-        stats=dataset_stats(table.positive, totals),
-        tfpipe_version=__version__,
-        created=datetime.now(UTC).isoformat(timespec="seconds"),
-    )
 
 
 def _publish(tmp: Path, output: Path) -> None:

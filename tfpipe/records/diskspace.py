@@ -5,8 +5,9 @@ encoded records), then the shards, which coexist with the spills until the
 last shard is written, so it needs about twice the size of its records. The
 checks here are cheap and only as exact as what is known when they run:
 
-1. **Before the map stage** (:meth:`SpaceBudget.estimate`): grid tiles times
-   a typical record size for the encoding, twice. Background tiles are
+1. **Before the map stage** (:meth:`SpaceBudget.estimate`): planned tiles
+   (every grid of ``data.sampling``, object tiles) times a typical record
+   size for the encoding, twice. Background tiles are
    dropped later, so this is an upper estimate: too little space is a
    warning, not an error.
 2. **Before the shards** (:meth:`SpaceBudget.check_shards`): the spill files'
@@ -33,8 +34,9 @@ from shutil import disk_usage
 
 from tfpipe.config import DataConfig
 from tfpipe.errors import DiskFullError
-from tfpipe.records.sources import SourcePlan
-from tfpipe.records.tiling import TileSpec, grid_size
+from tfpipe.records.sampling import grid_rows
+from tfpipe.records.sources import SourceItem, SourcePlan
+from tfpipe.records.tiling import TileSpec
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 # Typical encoded image size as a share of raw RGB bytes (tissue tiles, measured on demo data).
@@ -58,6 +60,15 @@ def is_disk_full(err: BaseException) -> bool:
         True
     """
     return isinstance(err, OSError) and err.errno in DISK_FULL
+
+
+def planned_tiles(item: SourceItem, offsets: tuple[int, ...], cfg: DataConfig) -> int:
+    """Tiles of ``item`` before filtering: every grid cut (data.sampling) plus its object tiles."""
+    spec = TileSpec.from_config(cfg)
+    grids = sum(
+        len(grid_rows(item.height, o, spec)) * len(grid_rows(item.width, o, spec)) for o in offsets
+    )
+    return grids + len(item.windows)
 
 
 def record_bytes(cfg: DataConfig, masked: bool) -> int:
@@ -93,8 +104,7 @@ class SpaceBudget:
         if plan.task == "classification":
             tiles = len(plan.items)
         else:
-            spec = TileSpec.from_config(cfg)
-            tiles = sum(grid_size(it.height, it.width, spec) for it in plan.items)
+            tiles = sum(planned_tiles(it, plan.grid_offsets, cfg) for it in plan.items)
         self.need = 2 * tiles * record_bytes(cfg, masked=plan.task == "segmentation")
         if self.need > self.free:
             warnings.warn(

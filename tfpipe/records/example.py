@@ -85,6 +85,7 @@ def serialize_example(
     mask_format: str | None = None,
     labels: Sequence[int] | None = None,
     positive_fraction: float = 0.0,
+    weight: float | None = None,
 ) -> bytes:
     """The serialised form of ``format.make_example(...)`` with the same arguments.
 
@@ -97,6 +98,7 @@ def serialize_example(
         mask_format: ``png`` or ``raw`` when a mask is given.
         labels: Multi-hot label vector (classification), or None.
         positive_fraction: Fraction of mask pixels > 0.
+        weight: The tile's sampling weight (``data.sampling.anatomy``), or None (no key).
 
     Returns:
         ``tf.train.Example`` bytes, ready for a TFRecord.
@@ -121,4 +123,6 @@ def serialize_example(
         features[fmt.MASK_FORMAT] = bytes_feature([(mask_format or "png").encode()])
     if labels is not None:
         features[fmt.CLASS_LABEL] = int64_feature(labels)
+    if weight is not None:
+        features[fmt.TILE_WEIGHT] = float_feature([float(weight)])
     return serialize_features(features)

@@ -38,6 +38,8 @@ MASK_ENCODED = "image/segmentation/class/encoded"
 MASK_FORMAT = "image/segmentation/class/format"
 CLASS_LABEL = "image/class/label"
 POSITIVE_FRACTION = "tile/positive_fraction"
+TILE_WEIGHT = "tile/weight"
+"""Optional: the tile's sampling weight (``data.sampling.anatomy``); absent means 1."""
 
 ENCODINGS = ("png", "jpeg", "raw")
 
@@ -104,6 +106,7 @@ def make_example(
     mask_format: str | None = None,
     labels: Sequence[int] | None = None,
     positive_fraction: float = 0.0,
+    weight: float | None = None,
 ) -> Any:
     """Build one ``tf.train.Example`` with the record format's keys (docs/design.md).
 
@@ -116,6 +119,7 @@ def make_example(
         mask_format: ``png`` or ``raw`` when a mask is given.
         labels: Multi-hot label vector (classification), or None.
         positive_fraction: Fraction of mask pixels > 0.
+        weight: The tile's sampling weight, or None (no ``tile/weight`` key).
     """
     import tensorflow as tf
 
@@ -142,6 +146,8 @@ def make_example(
         feature[MASK_FORMAT] = _bytes((mask_format or "png").encode())
     if labels is not None:
         feature[CLASS_LABEL] = _int(labels)
+    if weight is not None:
+        feature[TILE_WEIGHT] = tf.train.Feature(float_list=tf.train.FloatList(value=[weight]))
     return tf.train.Example(features=tf.train.Features(feature=feature))
 
 

@@ -45,6 +45,8 @@ class SourceStats:
     dropped_empty: int = 0
     positive: int = 0
     seconds: float = 0.0
+    weight_sum: float = 0.0
+    """Sum of the kept tiles' ``tile/weight`` (``data.sampling.anatomy``); 0: no weights."""
 
 
 @dataclass
@@ -62,6 +64,9 @@ class Manifest:
     shards: list[ShardInfo]
     sources: dict[str, SourceStats]
     class_names: list[str] = field(default_factory=list)
+    mask_classes: list[str] | None = None
+    """Segmentation class names, mask value k = ``mask_classes[k-1]``; None (the key
+    absent from the file): binary masks, one class."""
     config: dict[str, Any] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
@@ -103,6 +108,11 @@ class Manifest:
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("root")
+        if d["mask_classes"] is None:  # binary records: the file as before the key existed
+            d.pop("mask_classes")
+        for source in d["sources"].values():
+            if not source["weight_sum"]:  # records without tile/weight: the file as before
+                source.pop("weight_sum")
         return d
 
 

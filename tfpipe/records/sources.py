@@ -1,17 +1,31 @@
 """Label sources: find the source images, pair them with labels, and validate up front.
 
-``data.source`` picks one of four layouts:
+``data.source`` picks one of these layouts:
 
 * ``rle_csv`` — slides ``<images>/<id>.tif*`` and a HuBMAP ``train.csv``
   (``id,encoding``). Every slide needs a row and every row a slide; RLE runs
   are validated against the slide size here, before any work starts.
 * ``mask_images`` — a mask image per slide, found in ``data.masks`` (default:
   beside the slides) as ``<id>.*``, ``<id>_mask.*`` or ``<id>.mask.*``. Masks
-  are binary (values > 0 become 1) and must have the slide's size.
+  must have the slide's size. Without ``data.mask_classes`` they are binary
+  (values > 0 become 1); with it, a pixel value k in 1..K is class k, 0 is
+  background and 255 is ignore, and any other value is an error naming the
+  file and the value (found when the worker reads that band).
+* ``polygons`` — a GeoJSON file ``<id>.json`` per slide (the HuBMAP layout),
+  in ``data.masks`` (default: beside the slides); every feature is class 1, or
+  its class comes from ``data.polygon_classes``. The files are read and checked
+  here; workers rasterize each window (:mod:`tfpipe.records.polygons`).
 * ``unlabelled`` — slides only (for prediction); records get no mask key.
+* ``pseudo_labels`` — slides and the probability maps ``tfpipe predict
+  --probabilities`` wrote for them (``data.probabilities``), labelled by the
+  confidence band ``data.pseudo_band`` (uncertain pixels 255 = ignored; see
+  :mod:`tfpipe.records.pseudo`). Every slide needs a map of its own size.
 * ``classification`` — a CSV ``path,labels`` (labels joined by ``|``), paths
   relative to ``data.images``. Records carry a multi-hot ``image/class/label``
   in the order of ``data.class_names`` (default: sorted names in the CSV).
+
+``data.sampling`` is decided here too, for every slide layout: the grids,
+the object-centred tiles and the anatomy regions (:mod:`tfpipe.records.sampling`).
 
 Slides with float pixels get their value range here, once per slide
 (``data.float_range``, or found from the slide's largest value: see
@@ -38,6 +52,9 @@ from tfpipe.io.masks import open_mask_image, read_label_csv, read_rle_csv
 from tfpipe.io.rle import parse_rle
 from tfpipe.io.tiff import open_slide
 from tfpipe.records.bandmask import LabelSpec, RowSegments
+from tfpipe.records.polygons import PolygonMask, attach_polygons
+from tfpipe.records.pseudo import attach_pseudo_labels
+from tfpipe.records.sampling import apply_sampling
 
 MASK_PATTERNS = ("{id}_mask.*", "{id}.mask.*", "{id}.*")
 
@@ -53,6 +70,8 @@ class SourceItem:
     labels: LabelSpec = field(default_factory=LabelSpec)
     classes: tuple[int, ...] | None = None  # multi-hot (classification)
     value_range: tuple[float, float] | None = None  # float slides: scaled from lo..hi to 0..255
+    windows: list[tuple[int, int]] = field(default_factory=list)  # object tiles (y, x), sorted
+    regions: PolygonMask | None = None  # anatomy regions (data.sampling.anatomy)
 
 
 @dataclass
@@ -62,6 +81,8 @@ class SourcePlan:
     task: str  # "segmentation", "unlabelled" or "classification"
     items: list[SourceItem]
     class_names: list[str] = field(default_factory=list)
+    mask_classes: list[str] | None = None  # segmentation class names (None: binary)
+    grid_offsets: tuple[int, ...] = (0,)  # the grids cut: 0 = grid, tile_size // 2 = shifted
 
 
 def discover_sources(cfg: DataConfig) -> SourcePlan:
@@ -86,14 +107,32 @@ def discover_sources(cfg: DataConfig) -> SourcePlan:
     if not Path(cfg.images).is_dir():
         raise InputDataError(f"data.images folder not found: {cfg.images}")
     if cfg.source == "classification":
+        if "sampling" in cfg.model_fields_set:
+            raise ConfigError(
+                "data.sampling cuts tiles from slides; data.source=classification resizes whole "
+                "images: remove data.sampling"
+            )
         return _classification(cfg)
+    if cfg.source == "rle_csv" and len(cfg.mask_classes or []) > 1:
+        raise ConfigError(
+            f"data.source=rle_csv holds one class per slide (an RLE CSV is binary); got "
+            f"{len(cfg.mask_classes)} data.mask_classes {cfg.mask_classes}: use mask images "
+            "with class values (data.source=mask_images) for several classes"
+        )
     slides = _slides(cfg)
     if cfg.source == "rle_csv":
         _attach_rle(slides, _need_labels(cfg), cfg)
     elif cfg.source == "mask_images":
-        _attach_masks(slides, Path(cfg.masks or cfg.images))
+        _attach_masks(slides, Path(cfg.masks or cfg.images), len(cfg.mask_classes or []))
+    elif cfg.source == "pseudo_labels":
+        attach_pseudo_labels(slides, cfg)
+    elif cfg.source == "polygons":
+        attach_polygons(slides, cfg)
     task = "unlabelled" if cfg.source == "unlabelled" else "segmentation"
-    return SourcePlan(task, slides)
+    classes = list(cfg.mask_classes) if cfg.mask_classes and task == "segmentation" else None
+    plan = SourcePlan(task, slides, mask_classes=classes)
+    apply_sampling(plan, cfg)
+    return plan
 
 
 def _need_labels(cfg: DataConfig) -> Path:
@@ -167,8 +206,8 @@ def _attach_rle(items: list[SourceItem], csv_path: Path, cfg: DataConfig) -> Non
         item.labels = LabelSpec(segments=RowSegments.from_runs(runs, shape))
 
 
-def _attach_masks(items: list[SourceItem], folder: Path) -> None:
-    """Find each slide's mask image and check its size."""
+def _attach_masks(items: list[SourceItem], folder: Path, classes: int = 0) -> None:
+    """Find each slide's mask image and check its size (``classes``: see ``LabelSpec``)."""
     if not folder.is_dir():
         raise InputDataError(f"data.masks folder not found: {folder}")
     for item in items:
@@ -179,7 +218,7 @@ def _attach_masks(items: list[SourceItem], folder: Path) -> None:
                     f"mask {path} is {mask.height}x{mask.width} (HxW) but its slide "
                     f"{item.path} is {item.height}x{item.width}; they must match"
                 )
-        item.labels = LabelSpec(mask_path=path)
+        item.labels = LabelSpec(mask_path=path, classes=classes)
 
 
 def _find_mask(folder: Path, item: SourceItem) -> Path:

@@ -7,6 +7,12 @@ lengths, counts, pixel sums). Units split slides by rows so that one giant
 slide keeps every worker busy. This module must stay free of TensorFlow:
 workers import it (see :mod:`tfpipe.records.example`).
 
+``data.sampling`` (:mod:`tfpipe.records.sampling`) adds two kinds of slide
+unit: bands of the half-tile shifted grid (``offset``), and object-centred
+tiles, each read as its own window (``windows``). With anatomy regions, the
+regions are read in step with the image and give each kept tile its
+``tile/weight``.
+
 Classification images are not tiled: each image is zero-padded at the
 bottom/right to a square and resized whole (``cv2.INTER_AREA``) to
 ``tile_size // downscale`` pixels; gray images are replicated to RGB, and
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -37,14 +44,16 @@ import numpy as np
 from tfpipe.errors import InputDataError
 from tfpipe.io.tiff import open_slide, to_uint8
 from tfpipe.records import format as fmt
-from tfpipe.records.bandmask import LabelSpec, open_labels
+from tfpipe.records.bandmask import LabelSpec, MaskReader, open_labels
 from tfpipe.records.example import serialize_example
+from tfpipe.records.polygons import PolygonMask
+from tfpipe.records.pseudo import class_pixels
+from tfpipe.records.sampling import grid_rows, tile_weight
 from tfpipe.records.tiling import (
     Decision,
     TileSpec,
     TissueRule,
     decide,
-    grid_positions,
     iter_bands,
     pad_to_square,
     resize_image,
@@ -67,11 +76,17 @@ class MapSettings:
     level: int
     float_range: tuple[float, float] | None = None
     """``data.float_range`` for float pixels; None = detect per image ("auto")."""
+    region_weights: tuple[float, ...] | None = None
+    """Tile weight per anatomy region value (0 = outside), or None: no ``tile/weight``."""
 
 
 @dataclass
 class WorkUnit:
-    """One task for a worker: bands ``ys`` of one slide, or a batch of whole images."""
+    """One task for a worker: bands ``ys`` of one slide, object tiles ``windows``, or images.
+
+    The tiles of a band unit are the grid shifted by ``offset`` (0: the grid);
+    a window unit reads each of its ``windows`` (tile corners) on its own.
+    """
 
     index: int
     spill: Path
@@ -83,6 +98,9 @@ class WorkUnit:
     images: list[tuple[str, Path, tuple[int, ...]]] = field(default_factory=list)
     tiles: int = 0  # grid tiles in the unit (for the progress bar)
     value_range: tuple[float, float] | None = None  # float slides: pixel values -> 0..255
+    offset: int = 0  # grid shift in x and y (the half-tile shifted grid of data.sampling)
+    windows: list[tuple[int, int]] = field(default_factory=list)  # object tiles (y, x)
+    regions: PolygonMask | None = None  # anatomy regions of the unit's rows (tile weights)
 
 
 @dataclass
@@ -92,8 +110,9 @@ class UnitResult:
     index: int
     records: list[tuple[str, int, int, int, int, float]] = field(default_factory=list)
     """``(image id, y, x, offset, length, positive fraction)`` per record."""
-    counts: dict[str, dict[str, int]] = field(default_factory=dict)
-    """Per source id: tiles_total, kept, dropped_background, dropped_empty, positive."""
+    counts: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Per source id: tiles_total, kept, dropped_background, dropped_empty, positive (counts),
+    and weight_sum (the kept tiles' ``tile/weight``, only when they carry one)."""
     pixel_sum: np.ndarray = field(default_factory=lambda: np.zeros(3))
     pixel_sq: np.ndarray = field(default_factory=lambda: np.zeros(3))
     pixels: int = 0
@@ -151,9 +170,11 @@ class _Sink:
         tile: np.ndarray,
         mask: np.ndarray | None = None,
         classes: tuple[int, ...] | None = None,
+        weight: float | None = None,
     ) -> None:
         s = self.settings
-        positive = float((mask > 0).mean()) if mask is not None else 0.0
+        # Ignored pixels (255, pseudo-labels' uncertain band) are not positive.
+        positive = float(class_pixels(mask).mean()) if mask is not None else 0.0
         mask_format = "raw" if s.encoding == "raw" else "png"
         data = serialize_example(
             fmt.encode_image(tile, s.encoding, s.jpeg_quality),
@@ -164,7 +185,11 @@ class _Sink:
             mask_format=mask_format if mask is not None else None,
             labels=classes,
             positive_fraction=positive,
+            weight=weight,
         )
+        if weight is not None:  # multiples of 2**-16: the sum is exact in any unit order
+            counts = self.result.counts.setdefault(image_id, _zero_counts())
+            counts["weight_sum"] = counts.get("weight_sum", 0.0) + weight
         frame = frame_record(data)
         self.spill.write(frame)
         self.result.records.append((image_id, y, x, self.offset, len(frame), positive))
@@ -190,23 +215,53 @@ def _zero_counts() -> dict[str, int]:
 
 
 def _map_slide(unit: WorkUnit, s: MapSettings, sink: _Sink) -> None:
-    """Read the unit's row bands (image and mask in step) and map every tile in them."""
+    """Read the unit's row bands (image, mask and regions in step) and map every tile in them."""
+    if unit.windows:
+        _map_windows(unit, s, sink)
+        return
     tile_size = s.spec.tile_size
-    xs = grid_positions(unit.width, tile_size, s.spec.stride)
+    xs = grid_rows(unit.width, unit.offset, s.spec)
     width = xs[-1] + tile_size
     mask_reader = open_labels(unit.labels)
     try:
         with open_slide(unit.path, level=s.level, value_range=unit.value_range) as slide:
             bands = iter_bands(slide.read_window, unit.ys, tile_size, width)
-            masks = (
-                iter_bands(mask_reader.read_window, unit.ys, tile_size, width)
-                if mask_reader is not None
-                else itertools.repeat((None, None))
-            )
-            for (y, band), (_, mask_band) in zip(bands, masks, strict=False):
+            masks = _bands(mask_reader, unit.ys, tile_size, width)
+            regions = _bands(unit.regions, unit.ys, tile_size, width)
+            for (y, band), (_, mask_band), (_, region_band) in zip(
+                bands, masks, regions, strict=False
+            ):
                 for x in xs:
-                    source_mask = None if mask_band is None else mask_band[:, x : x + tile_size]
-                    _map_tile(unit.image_id, y, x, band[:, x : x + tile_size], source_mask, s, sink)
+                    cut = slice(x, x + tile_size)
+                    source_mask = None if mask_band is None else mask_band[:, cut]
+                    region = None if region_band is None else region_band[:, cut]
+                    _map_tile(unit.image_id, y, x, band[:, cut], source_mask, s, sink, region)
+    finally:
+        if mask_reader is not None:
+            mask_reader.close()
+
+
+def _bands(
+    reader: MaskReader | None, ys: list[int], tile_size: int, width: int
+) -> Iterator[tuple[int | None, np.ndarray | None]]:
+    """The row bands of a mask or region reader, or ``(None, None)`` forever without one."""
+    if reader is None:
+        return itertools.repeat((None, None))
+    return iter_bands(reader.read_window, ys, tile_size, width)
+
+
+def _map_windows(unit: WorkUnit, s: MapSettings, sink: _Sink) -> None:
+    """Read each object tile of the unit as its own window (image, mask and regions)."""
+    size = s.spec.tile_size
+    mask_reader = open_labels(unit.labels)
+    try:
+        with open_slide(unit.path, level=s.level, value_range=unit.value_range) as slide:
+            for y, x in unit.windows:
+                window = (y, x, size, size)
+                mask = None if mask_reader is None else mask_reader.read_window(*window)
+                regions = None if unit.regions is None else unit.regions.read_window(*window)
+                tile = slide.read_window(*window)
+                _map_tile(unit.image_id, y, x, tile, mask, s, sink, regions)
     finally:
         if mask_reader is not None:
             mask_reader.close()
@@ -220,17 +275,23 @@ def _map_tile(
     source_mask: np.ndarray | None,
     s: MapSettings,
     sink: _Sink,
+    regions: np.ndarray | None = None,
 ) -> None:
-    """Resize one tile (and its mask), apply the filter, and hand kept tiles to the sink."""
+    """Resize one tile (and its mask), apply the filter, and hand kept tiles to the sink.
+
+    ``regions`` (the tile's anatomy region values) gives a kept tile its weight.
+    """
     small = _rgb(resize_image(window, s.spec.out_size))
     mask = None if source_mask is None else resize_mask(source_mask, s.spec.out_size)
-    mask_any = None if mask is None else bool(mask.any())
+    mask_any = None if mask is None else bool(class_pixels(mask).any())
     decision = decide(small, mask_any, s.filter, s.keep_empty_fraction, (s.seed, image_id, y, x))
     sink.count(image_id, "tiles_total")
     if _informative(small, decision, bool(mask_any), s.filter):
         sink.result.informative[image_id] = sink.result.informative.get(image_id, 0) + 1
     if decision is Decision.KEPT:
-        sink.add(image_id, y, x, small, mask)
+        weights = s.region_weights
+        weight = None if regions is None or weights is None else tile_weight(regions, weights)
+        sink.add(image_id, y, x, small, mask, weight=weight)
     else:
         sink.count(image_id, decision.value)
 

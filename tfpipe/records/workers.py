@@ -34,17 +34,19 @@ import threading
 import time
 from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
 from pathlib import Path
+from typing import Any
 
 import psutil
 from tqdm import tqdm
 
 from tfpipe.config import DataConfig
-from tfpipe.records.bandmask import LabelSpec
-from tfpipe.records.sources import SourcePlan
-from tfpipe.records.tiling import TileSpec, TissueRule, grid_positions
+from tfpipe.records.sampling import grid_rows, region_weights
+from tfpipe.records.sources import SourceItem, SourcePlan
+from tfpipe.records.tiling import TileSpec, TissueRule
 from tfpipe.records.units import MapSettings, UnitResult, WorkUnit, run_unit, unit_rows
 
 IMAGES_PER_UNIT = 64  # classification images per unit
+WINDOWS_PER_UNIT = 32  # object-centred tiles per unit (each read as its own window)
 # Imported once by the fork server, inherited by every worker it forks.
 WORKER_MODULES = ("tfpipe.records.units", "tifffile", "zarr", "psutil")
 WATCH_SECONDS = 0.5  # how often a worker checks that the main process is still alive
@@ -74,6 +76,7 @@ def map_settings(cfg: DataConfig) -> MapSettings:
         jpeg_quality=cfg.jpeg_quality,
         level=cfg.level,
         float_range=None if cfg.float_range == "auto" else tuple(cfg.float_range),
+        region_weights=region_weights(cfg.sampling.anatomy),
     )
 
 
@@ -99,33 +102,51 @@ def plan_units(plan: SourcePlan, spec: TileSpec, spill_dir: Path, workers: int) 
             )
             for i, chunk in enumerate(chunks)
         ]
+    # One grid per offset: the grid (0) and the half-tile shifted grid (data.sampling).
     rows = {
-        it.image_id: grid_positions(it.height, spec.tile_size, spec.stride) for it in plan.items
+        (it.image_id, offset): grid_rows(it.height, offset, spec)
+        for it in plan.items
+        for offset in plan.grid_offsets
     }
     per_unit = bands_per_unit(sum(len(r) for r in rows.values()), workers)
     units: list[WorkUnit] = []
     for item in plan.items:
-        ys = rows[item.image_id]
-        columns = len(grid_positions(item.width, spec.tile_size, spec.stride))
-        for lo, hi in unit_rows(len(ys), per_unit):
-            segments = item.labels.segments
-            if segments is not None:
-                segments = segments.select_rows(ys[lo], ys[hi - 1] + spec.tile_size)
-            index = len(units)
-            units.append(
-                WorkUnit(
-                    index=index,
-                    spill=spill_dir / f"unit-{index:05d}.bin",
-                    image_id=item.image_id,
-                    path=item.path,
-                    ys=ys[lo:hi],
-                    width=item.width,
-                    labels=LabelSpec(segments=segments, mask_path=item.labels.mask_path),
-                    tiles=(hi - lo) * columns,
-                    value_range=item.value_range,
+        for offset in plan.grid_offsets:
+            ys = rows[item.image_id, offset]
+            columns = len(grid_rows(item.width, offset, spec))
+            for lo, hi in unit_rows(len(ys) if columns else 0, per_unit):
+                span = (ys[lo], ys[hi - 1] + spec.tile_size)
+                tiles = (hi - lo) * columns
+                units.append(
+                    _slide_unit(
+                        item, len(units), spill_dir, span, tiles=tiles, ys=ys[lo:hi], offset=offset
+                    )
                 )
+        # Object-centred tiles, sorted by y: each unit reads its windows one by one.
+        for lo in range(0, len(item.windows), WINDOWS_PER_UNIT):
+            chunk = item.windows[lo : lo + WINDOWS_PER_UNIT]
+            span = (chunk[0][0], chunk[-1][0] + spec.tile_size)
+            units.append(
+                _slide_unit(item, len(units), spill_dir, span, tiles=len(chunk), windows=chunk)
             )
     return units
+
+
+def _slide_unit(
+    item: SourceItem, index: int, spill_dir: Path, rows: tuple[int, int], **fields: Any
+) -> WorkUnit:
+    """A unit of ``item`` carrying the labels and regions of source ``rows`` only."""
+    return WorkUnit(
+        index=index,
+        spill=spill_dir / f"unit-{index:05d}.bin",
+        image_id=item.image_id,
+        path=item.path,
+        width=item.width,
+        labels=item.labels.select_rows(*rows),
+        regions=None if item.regions is None else item.regions.select_rows(*rows),
+        value_range=item.value_range,
+        **fields,
+    )
 
 
 class WorkerPool:

@@ -5,10 +5,16 @@
     out_dir/train/<id>.tiff   out_dir/train.csv  (id,encoding)
     out_dir/test/<id>.tiff    out_dir/test.csv   (one held-out slide and its truth)
 
+and, beside each slide, the competition's GeoJSON files (:mod:`.annotations`):
+``<id>.json`` (the glomeruli as polygons that rasterize to the RLE exactly)
+and ``<id>-anatomical-structure.json`` (cortex and medulla regions).
+
 Slides have pink/purple tissue over irregular regions (50-70 % of the slide),
 near-white background elsewhere, and glomerulus-like blobs (radius 60-150 px,
 denser purple with nuclei and a pale ring) placed only on tissue; the masks
-are those blobs. A few reddish blob-like distractors are not in the masks,
+are those blobs. Some glomeruli, named ``sclerotic glomerulus`` in the
+GeoJSON, are drawn sclerotic: smooth dull pink with few nuclei, inside the
+same ring. A few reddish blob-like distractors are not in the masks,
 and stain colours vary between slides (rendering: :mod:`.slides`).
 
 Files: slides are tiled (512 x 512) RGB interleaved TIFFs compressed with
@@ -47,6 +53,7 @@ import numpy as np
 from tfpipe.errors import TfpipeError
 from tfpipe.io.masks import write_rle_csv
 from tfpipe.io.rle import find_runs, format_rle
+from tfpipe.synthetic.annotations import write_annotations
 from tfpipe.synthetic.slides import TILE, SlidePlan, blob_radius, plan_slide, render_window
 from tfpipe.synthetic.xray import PATTERNS, draw_image
 
@@ -59,7 +66,7 @@ PATTERN_PREVALENCE = 0.3
 def make_demo_data(
     out_dir: str | Path, n: int = 5, size: int = 5120, seed: int = 0, overwrite: bool = False
 ) -> Path:
-    """Write ``n`` training slides, one held-out test slide and their RLE truth.
+    """Write ``n`` training slides, one held-out test slide, their RLE truth and GeoJSON files.
 
     Args:
         out_dir: Output folder; must be new or empty unless ``overwrite``.
@@ -92,6 +99,7 @@ def make_demo_data(
                 strips = split == "train" and index == STRIP_SLIDE
                 path = tmp / split / f"{plan.image_id}.tiff"
                 write_slide(plan, path, strips=strips, bigtiff=split == "test")
+                write_annotations(plan, tmp / split)
                 rles[plan.image_id] = slide_rle(plan)
             write_rle_csv(tmp / f"{split}.csv", rles, rle_column="encoding")
     return out

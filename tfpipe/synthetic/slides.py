@@ -9,6 +9,15 @@ tiles join without seams and memory never depends on the slide size.
 Speed: tissue pixels are coloured by one look-up in a per-slide table
 (:mod:`tfpipe.synthetic.textures`); only the blobs are painted in floats.
 
+Two kinds of glomeruli: healthy ones are dense purple with crowded nuclei;
+sclerotic ones (:func:`is_sclerotic`: glomeruli 1, 2 and every third from 3
+on, the ones the GeoJSON names ``sclerotic glomerulus``) are a dull pink,
+paler, less saturated and less blue than healthy ones, smooth and with few
+nuclei, as hyalinised glomeruli look in H&E. The kind is a function of the
+glomerulus' rank, drawn from no random generator, so everything but the
+pixels inside sclerotic glomeruli is the same as when all glomeruli were
+drawn alike.
+
 Example:
     >>> from tfpipe.synthetic.slides import plan_slide, render_window
     >>> plan = plan_slide(seed=0, index=0, size=1024)
@@ -19,7 +28,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -45,6 +54,11 @@ BLOBS_PER_TISSUE_PIXEL = 2.0e-6
 TISSUE = (185.0, 125.0, 168.0)
 NUCLEUS = (95.0, 55.0, 135.0)
 GLOMERULUS = (160.0, 92.0, 168.0)
+# Sclerotic glomeruli: a dull pink, paler (in luminance) and far less saturated than healthy
+# glomeruli; eosinophilic: less blue than any mix of tissue, nuclei and lumen, so no tissue
+# shade has its hue; yet darker in red than the tissue, so every glomerulus stands out from
+# it in red as the purple ones do.
+SCLEROTIC = (152.0, 104.0, 124.0)
 RING_COLOUR = (238.0, 222.0, 236.0)
 DISTRACTOR = (192.0, 78.0, 84.0)
 
@@ -62,6 +76,7 @@ class Blob:
     harmonics: tuple[float, ...]
     glomerulus: bool
     seed: int
+    sclerotic: bool = False  # a glomerulus drawn sclerotic (see is_sclerotic)
 
     def reach(self) -> float:
         """Distance from the centre that surely contains the blob and its ring."""
@@ -118,6 +133,7 @@ def plan_slide(seed: int, index: int, size: int) -> SlidePlan:
         "tissue": np.array(TISSUE) * factor + shift,
         "nucleus": np.array(NUCLEUS) * factor + shift,
         "glomerulus": np.array(GLOMERULUS) * factor + shift,
+        "sclerotic": np.array(SCLEROTIC) * factor + shift,
         "ring": np.array(RING_COLOUR),
         "distractor": np.array(DISTRACTOR) * rng.uniform(0.92, 1.08, 3),
     }
@@ -134,9 +150,20 @@ def plan_slide(seed: int, index: int, size: int) -> SlidePlan:
         colour_tables(colours),
     )
     count = max(1, round(float((grid > 0).mean()) * height * width * BLOBS_PER_TISSUE_PIXEL))
-    plan.blobs = place_blobs(rng, plan, count, glomerulus=True)
+    glomeruli = place_blobs(rng, plan, count, glomerulus=True)
+    plan.blobs = [replace(b, sclerotic=is_sclerotic(k)) for k, b in enumerate(glomeruli)]
     plan.blobs += place_blobs(rng, plan, max(1, count // 6), glomerulus=False)
     return plan
+
+
+def is_sclerotic(rank: int) -> bool:
+    """Whether a slide's glomerulus number ``rank`` (from 0) is sclerotic: 1, 2, 3, 6, 9, ...
+
+    Example:
+        >>> [k for k in range(10) if is_sclerotic(k)]
+        [1, 2, 3, 6, 9]
+    """
+    return rank in (1, 2) or (rank >= 3 and rank % 3 == 0)
 
 
 def render_window(plan: SlidePlan, y0: int, x0: int, h: int, w: int) -> np.ndarray:
@@ -154,7 +181,7 @@ def render_window(plan: SlidePlan, y0: int, x0: int, h: int, w: int) -> np.ndarr
     image = np.take(plan.lut["tissue"], index, axis=0)  # 4x faster than lut[index]
     boxes = plan.boxes
     near = (boxes[:, 0] < y0 + h) & (boxes[:, 2] > y0) & (boxes[:, 1] < x0 + w) & (boxes[:, 3] > x0)
-    levels = {"shade": shade, "dense": fine["dense"]}
+    levels = {"shade": shade, "dense": fine["dense"], "sparse": fine["nucleus"]}
     for i in np.flatnonzero(near):
         paint_blob(image, plan.blobs[i], plan, y0, x0, levels)
     return image
@@ -187,8 +214,10 @@ def blob_radius(blob: Blob, y0: int, x0: int, h: int, w: int) -> np.ndarray:
 def paint_blob(image: np.ndarray, blob: Blob, plan: SlidePlan, y0: int, x0: int, levels) -> None:
     """Paint a glomerulus (purple, dense nuclei, pale ring) or a reddish distractor.
 
-    ``levels`` holds the tile's ``shade`` and ``dense`` (nuclei) level arrays;
-    colours come from the plan's tables like the tissue's.
+    A sclerotic glomerulus has the same ring, and inside it the smooth pink
+    of its own table with the tissue's sparse nuclei. ``levels`` holds the
+    tile's ``shade``, ``dense`` and ``sparse`` (nuclei) level arrays; colours
+    come from the plan's tables like the tissue's.
     """
     by0, bx0, by1, bx1 = blob.box(plan.height, plan.width)
     ty0, tx0 = max(by0 - y0, 0), max(bx0 - x0, 0)
@@ -204,8 +233,9 @@ def paint_blob(image: np.ndarray, blob: Blob, plan: SlidePlan, y0: int, x0: int,
         return
     ring = (q >= 1) & (q < RING)
     region[ring] = np.take(plan.lut["ring"], shade[ring], axis=0)
-    dense = levels["dense"][ty0:ty1, tx0:tx1][inside]
-    region[inside] = np.take(plan.lut["glomerulus"], shade[inside] * NUCLEUS_LEVELS + dense, axis=0)
+    table, nuclei = ("sclerotic", "sparse") if blob.sclerotic else ("glomerulus", "dense")
+    dots = levels[nuclei][ty0:ty1, tx0:tx1][inside]
+    region[inside] = np.take(plan.lut[table], shade[inside] * NUCLEUS_LEVELS + dots, axis=0)
 
 
 def place_blobs(

@@ -23,6 +23,9 @@ FINE_PERIOD, COARSE_PERIOD = 1024, 768  # different periods hide the repetition
 SHADE_LEVELS, LUMEN_LEVELS, NUCLEUS_LEVELS = 64, 8, 16
 SHADE_STEP, SHADE_BASE = 0.0125, 36  # level 36 is shade 1.0; levels span 0.55-1.34
 BACKGROUND = (243.0, 241.0, 245.0)  # glass: fails the tissue filter
+# Sclerotic glomeruli are hyalinised, glassy: their shade varies this fraction as much as
+# the tissue's, and their few nuclei are this much fainter than the tissue's.
+SCLEROTIC_SHADE, SCLEROTIC_NUCLEI = 0.3, 0.5
 
 
 def _periodic_noise(rng: np.random.Generator, period: int, sigma: float) -> np.ndarray:
@@ -89,7 +92,7 @@ def _coarse_textures(rng: np.random.Generator) -> dict[str, np.ndarray]:
 
 def colour_tables(colours: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """uint8 RGB tables: ``tissue`` by (tissue, shade, lumen, nucleus) levels,
-    ``glomerulus`` by (shade, dense nucleus), ``ring`` and ``distractor`` by shade."""
+    ``glomerulus`` and ``sclerotic`` by (shade, nucleus), ``ring`` and ``distractor`` by shade."""
     light = 1.0 + (np.arange(SHADE_LEVELS) - SHADE_BASE) * SHADE_STEP
     nucleus = np.arange(NUCLEUS_LEVELS) / (NUCLEUS_LEVELS - 1) * 0.86
     lumen = np.arange(LUMEN_LEVELS) / (LUMEN_LEVELS - 1)
@@ -102,9 +105,14 @@ def colour_tables(colours: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     )
     glomerulus = colours["glomerulus"] * light[:, None, None]  # (shade, nucleus, 3)
     glomerulus = glomerulus + (colours["nucleus"] * 0.9 - glomerulus) * nucleus[None, :, None]
+    smooth = 1.0 + (light - 1.0) * SCLEROTIC_SHADE
+    sclerotic = colours["sclerotic"] * smooth[:, None, None]
+    faint = nucleus[None, :, None] * SCLEROTIC_NUCLEI
+    sclerotic = sclerotic + (colours["nucleus"] - sclerotic) * faint
     tables = {
         "tissue": np.stack([blank, stained]),
         "glomerulus": glomerulus,
+        "sclerotic": sclerotic,
         "ring": colours["ring"] * (0.98 + 0.02 * light[:, None]),
         "distractor": colours["distractor"] * light[:, None],
     }

@@ -24,7 +24,9 @@ seen twice or missed in that epoch. Not promised with ``input.service``.
 global stream and keeps its share of every global batch), so step ``s`` is
 batch ``s`` everywhere. Sharding by files does not apply: ``load()`` opens
 its files inside each epoch, and the auto-shard rewrite would hand whole
-epochs to workers instead.
+epochs to workers instead. With ``input.service`` the training stream is
+not sharded: the trainers share one service job per fold (:func:`served_job`)
+and each receives its own batches (:mod:`tfpipe.train.distribute`).
 
 Example:
     >>> result = train_fold(FoldJob(exp, run, plan, fold=0, strategy=strategy))  # doctest: +SKIP
@@ -49,12 +51,20 @@ import tensorflow as tf
 
 import tfpipe.data
 from tfpipe.config import Experiment
+from tfpipe.data.extra import extra_record_count
 from tfpipe.errors import ConfigError
 from tfpipe.models import build_model, get_loss, load_model
-from tfpipe.models.metrics import Dice, IoU, roc_auc
+from tfpipe.models.metrics import metric_name, roc_auc, segmentation_metrics
 from tfpipe.train import callbacks as cb
 from tfpipe.train.crossval import FoldPlan
-from tfpipe.train.distribute import shard_by_data
+from tfpipe.train.distribute import (
+    multi_worker_fit,
+    num_workers,
+    shard_by_data,
+    shard_input,
+    weights_digest,
+    worker_name,
+)
 from tfpipe.train.optim import build_optimizer, make_optimizer, plateau_callback
 from tfpipe.train.rundir import RESULT_NAME, RunDir
 from tfpipe.train.summary import FoldResult
@@ -76,6 +86,9 @@ class FoldJob:
     strategy: tf.distribute.Strategy
     extra_callbacks: Sequence[keras.callbacks.Callback] = field(default_factory=list)
     console: Any = None
+    service_job: str | None = None
+    """Under ``multi_worker`` with ``input.service``: the run's tf.data service job name,
+    the same on every trainer (each training stream adds ``-fold{k}-step{s}``)."""
 
     @property
     def metric(self) -> str:
@@ -95,7 +108,7 @@ def train_fold(job: FoldJob) -> FoldResult:
     """Train (or finish training) fold ``job.fold`` and write its ``result.json``."""
     exp, folder = job.exp, job.run.fold_dir(job.fold)
     train_folds, val_folds = job.plan.split(job.fold)
-    steps = job.plan.steps_per_epoch(job.fold, job.global_batch, exp.train.steps_per_epoch)
+    steps = training_steps(job)
     backup = cb.StepBackup(folder / "backup", exp.train.backup_freq, steps)
     start_epoch, done_steps, seconds_before = backup.progress() or (0, 0, 0.0)
     backup.step_offset, backup.seconds_before = done_steps, seconds_before
@@ -114,9 +127,10 @@ def train_fold(job: FoldJob) -> FoldResult:
     callbacks = make_callbacks(job, folder, backup, clock, start_epoch)
     t0 = time.perf_counter()
     try:
-        fit_remaining(
-            model, train_ds, train_at, val_ds, callbacks, (start_epoch, done_steps, steps), exp
-        )
+        with multi_worker_fit(model, job.strategy):
+            fit_remaining(
+                model, train_ds, train_at, val_ds, callbacks, (start_epoch, done_steps, steps), exp
+            )
     except KeyboardInterrupt:
         # Ctrl-C: leave a loadable model behind, then let the interrupt through.
         cb.close_on_failure(callbacks)
@@ -127,6 +141,13 @@ def train_fold(job: FoldJob) -> FoldResult:
         cb.close_on_failure(callbacks)
         raise
     seconds = seconds_before + time.perf_counter() - t0
+    if exp.train.strategy == "multi_worker" and num_workers() > 1:
+        # Every worker prints it: equal digests mean bit-identical weights (the check of
+        # scripts/multiworker_localhost.py).
+        job.console.print(
+            f"fold {job.fold}: weights sha256 {weights_digest(model)} on {worker_name()}",
+            soft_wrap=True,  # one line, whatever the terminal width: scripts parse it
+        )
     cb.export_best(model, folder / BEST_WEIGHTS, folder / BEST_MODEL)
     result = fold_result(job, model, val_ds, folder, clock, seconds)
     job.run.write_json(f"fold{job.fold}/{RESULT_NAME}", result.to_json())
@@ -136,14 +157,26 @@ def train_fold(job: FoldJob) -> FoldResult:
     return result
 
 
+def training_steps(job: FoldJob) -> int:
+    """``train.steps_per_epoch``, or one pass over the training folds and the
+    ``input.extra_records`` in full batches (at least 1)."""
+    requested = job.exp.train.steps_per_epoch
+    if requested is not None:
+        return requested
+    records = job.plan.train_records(job.fold) + extra_record_count(job.exp.input.extra_records)
+    return max(1, records // job.global_batch)
+
+
 def describe(
     job: FoldJob, train: list[int], val: list[int], steps: int, epoch: int, done: int
 ) -> str:
     """One line saying what the fold is about to do."""
     manifest, replicas = job.plan.manifest, job.strategy.num_replicas_in_sync
+    extra = extra_record_count(job.exp.input.extra_records)
+    mixed = f" + {extra} from input.extra_records" if extra else ""
     text = (
         f"[bold]fold {job.fold}[/]: train on folds {train} ({manifest.records_in_folds(train)} "
-        f"tiles), validate on {val} ({manifest.records_in_folds(val)} tiles); "
+        f"tiles{mixed}), validate on {val} ({manifest.records_in_folds(val)} tiles); "
         f"{job.exp.train.epochs} epochs x {steps} steps of {job.global_batch} images "
         f"({replicas} replica(s), {keras.mixed_precision.global_policy().name})"
     )
@@ -159,7 +192,7 @@ def compiled_model(job: FoldJob, input_shape: tuple[int, ...], steps: int) -> ke
         raise ConfigError(f"{err}{job.where}") from None
     model.compile(
         optimizer=make_optimizer(exp.train, steps, job.where),
-        loss=get_loss(exp.train.loss),
+        loss=get_loss(exp.train.loss, "softmax" if softmax_head(exp) else "sigmoid"),
         metrics=make_metrics(job, model),
     )
     build_optimizer(model)
@@ -176,10 +209,26 @@ def training_stream(job: FoldJob, train_folds: list[int], start_step: int) -> tf
         config=exp.input,
         batch_size=job.global_batch,
         deterministic=exp.train.deterministic or exp.input.deterministic,
+        background_channel=softmax_head(exp),
         repeat=True,
         start_step=start_step,
+        **served_job(job, start_step),
     )
-    return shard_by_data(train)
+    # repeat=True: a served stream repeats on the service workers, reshuffled every pass
+    # (tfpipe.data.pipeline._served_epoch). Trainers of a multi_worker run must never run
+    # out of batches: a worker whose input ends leaves the others waiting in a collective.
+    return shard_input(train, served=bool(exp.input.service))
+
+
+def served_job(job: FoldJob, start_step: int) -> dict[str, str]:
+    """``service_job_name`` for a multi-worker stream: one job per run, fold and start step.
+
+    A name stands for one dataset (the folds and the start step are part of it), and
+    each ``fit`` of a resumed fold builds a stream with its own start step.
+    """
+    if not job.service_job:
+        return {}
+    return {"service_job_name": f"{job.service_job}-fold{job.fold}-step{start_step}"}
 
 
 def validation_data(job: FoldJob, val_folds: list[int]) -> tf.data.Dataset:
@@ -191,6 +240,7 @@ def validation_data(job: FoldJob, val_folds: list[int]) -> tf.data.Dataset:
         training=False,
         config=exp.input,
         batch_size=job.global_batch,
+        background_channel=softmax_head(exp),
     )
     if exp.input.val_balance is None and not exp.input.skip_corrupt:
         # Known length: Keras then sizes its progress bar and does not warn at the end.
@@ -203,8 +253,13 @@ def make_metrics(job: FoldJob, model: keras.Model) -> list[keras.metrics.Metric]
     if job.metric == "auc":
         classes = int(model.output.shape[-1])
         return [keras.metrics.AUC(multi_label=True, num_labels=classes, name="auc")]
-    threshold = job.exp.train.threshold
-    return [Dice(threshold, name="dice"), IoU(threshold, name="iou")]
+    classes = job.plan.manifest.mask_classes
+    return segmentation_metrics(job.exp.train.threshold, classes, softmax_head(job.exp))
+
+
+def softmax_head(exp: Experiment) -> bool:
+    """A segmentation model with a softmax head: its targets carry a background channel."""
+    return exp.model.task == "segmentation" and exp.model.activation == "softmax"
 
 
 def make_callbacks(
@@ -290,7 +345,8 @@ def fold_result(
     clock: cb.EpochClock,
     seconds: float,
 ) -> FoldResult:
-    """Best-epoch scores from ``history.csv``; per-label AUC for classification."""
+    """Best-epoch scores from ``history.csv``; per-label AUC for classification, per-class
+    dice for several mask classes."""
     monitor = f"val_{job.metric}"
     rows = cb.read_history(folder / "history.csv")
     best, _ = cb.best_of(rows, monitor)
@@ -305,6 +361,11 @@ def fold_result(
         seconds=round(seconds, 2),
         images_per_second=round(clock.images_per_second(job.global_batch), 2),
     )
+    names = job.plan.manifest.mask_classes or []
+    if best and len(names) > 1:
+        result.class_dice = {
+            n: float(best[key]) for n in names if (key := f"val_{metric_name('dice', n)}") in best
+        }
     if job.metric == "auc" and (folder / BEST_MODEL).is_file():
         result.label_auc = label_aucs(
             load_model(folder / BEST_MODEL), val_ds, job.plan.manifest.class_names

@@ -39,6 +39,9 @@ class FoldResult:
     """Training throughput, first epoch (tracing, warm-up) excluded when there are several."""
     label_auc: dict[str, float | None] | None = None
     """Classification: ROC AUC of each label (None where the fold has one class only)."""
+    class_dice: dict[str, float] | None = None
+    """Several mask classes: each class's validation dice at the best epoch (``score`` is
+    their mean)."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -133,6 +136,9 @@ def print_summary(summary: RunSummary, console: Any = None) -> None:
                 f"{k} {v:.3f}" if v is not None else f"{k} n/a" for k, v in f.label_auc.items()
             )
             console.print(f"fold {f.fold} AUC per label: {labels}")
+        if f.class_dice:
+            classes = ", ".join(f"{k} {v:.4f}" for k, v in f.class_dice.items())
+            console.print(f"fold {f.fold} dice per class: {classes}")
     console.print(
         f"CV {summary.metric}: {summary.mean:.4f} ± {summary.std:.4f} (min {summary.min:.4f}) "
         f"over {len(summary.folds)} fold(s) in {format_seconds(summary.seconds)}, "

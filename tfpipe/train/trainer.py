@@ -21,6 +21,12 @@ with: finished folds (``result.json``) are skipped, an interrupted fold
 continues from its last backup at the exact step. ``latest`` is the newest
 run with something to resume (a backup or a finished fold, no summary).
 
+Under ``train.strategy: multi_worker`` only the chief writes the run folder;
+every other worker writes a scratch copy under ``runs_dir/.worker<i>/``,
+deleted when its run finishes (:func:`is_scratch`). With ``input.service``
+the dispatcher must answer first (bounded wait), and the chief draws the
+run's service job name for all (:func:`tfpipe.train.distribute.shared_token`).
+
 Example:
     >>> from tfpipe.config import load_experiment
     >>> from tfpipe.train.trainer import train_experiment
@@ -43,11 +49,21 @@ import keras
 import tensorflow as tf
 
 from tfpipe.config import Experiment, TrainConfig, load_experiment
+from tfpipe.data.extra import read_extra_manifests
+from tfpipe.data.service import wait_for_dispatcher
 from tfpipe.errors import ConfigError
 from tfpipe.train import callbacks as cb
 from tfpipe.train.crossval import FoldPlan, plan_folds
 from tfpipe.train.curves import CURVES_NAME
-from tfpipe.train.distribute import is_chief, make_strategy, tf_config
+from tfpipe.train.distribute import (
+    check_tf_config,
+    is_chief,
+    make_strategy,
+    num_workers,
+    shared_token,
+    tf_config,
+    worker_name,
+)
 from tfpipe.train.fold import FoldJob, train_fold
 from tfpipe.train.rundir import (
     RESULT_NAME,
@@ -95,22 +111,51 @@ def train_experiment(
 
     console = Console()
     run, exp, plan = open_run(exp, folds, resume, name, console)
-    console.print(f"run folder: {run.path}")
+    scratch = is_scratch(exp)
+    if scratch:
+        console.print(
+            f"{worker_name()} of {num_workers()}: the chief writes the run folder; this worker's "
+            f"copy goes to {run.path} (deleted when the run ends)",
+            soft_wrap=True,
+        )
+    else:
+        console.print(f"run folder: {run.path}")
     marker = cb.FirstStep()
     try:
         results, seconds = train_folds(exp, run, plan, [*(callbacks or []), marker], console)
     except BaseException:
         if resume is None and not marker.seen:
             # Nothing trained: a run folder would only be listed and picked by --resume.
-            shutil.rmtree(run.path, ignore_errors=True)
+            if scratch:
+                remove_scratch(run)  # and its .worker<i> folder, once empty
+            else:
+                shutil.rmtree(run.path, ignore_errors=True)
         raise
     metric = "auc" if exp.model.task == "classification" else "dice"
     summary = summarize(run.name, metric, results, seconds)
     run.write_json("summary.json", summary.to_json())
     print_summary(summary, console)
-    if (run.path / CURVES_NAME).is_file():
+    if scratch:
+        remove_scratch(run)
+    elif (run.path / CURVES_NAME).is_file():
         console.print(f"learning curves: {run.path / CURVES_NAME}")
     return summary
+
+
+def is_scratch(exp: Experiment) -> bool:
+    """This process is a ``multi_worker`` worker other than the chief: its run folder is a
+    scratch copy under ``runs_dir/.worker<i>/`` (Keras needs every worker to save)."""
+    return exp.train.strategy == "multi_worker" and not is_chief()
+
+
+def remove_scratch(run: RunDir) -> None:
+    """Delete a finished non-chief copy, and its ``.worker<i>`` folder once empty.
+
+    An unfinished copy stays: ``--resume`` on this worker restores from it.
+    """
+    shutil.rmtree(run.path, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        run.path.parent.rmdir()  # only when empty: another run of this worker may be there
 
 
 def train_folds(
@@ -130,7 +175,15 @@ def train_folds(
     earlier = 0.0
     started = time.perf_counter()
     with training_environment(exp.train):
+        if exp.input.service:
+            # Before the strategy: a wrong address fails within a minute, naming itself,
+            # instead of TensorFlow retrying it silently while the other workers wait.
+            wait_for_dispatcher(exp.input.service)
         strategy = make_strategy(exp.train.strategy)
+        served = exp.input.service and exp.train.strategy == "multi_worker" and num_workers() > 1
+        # One service job name per run, drawn by the chief: new on every run, shared by all.
+        prefix = exp.input.service_job_name or exp.name
+        service_job = f"{prefix}-{shared_token(strategy)}" if served else None
         for fold in plan.folds:
             done = run.read_json(f"fold{fold}/{RESULT_NAME}")
             if done is not None:
@@ -140,7 +193,7 @@ def train_folds(
                 continue
             backup = run.backup_state(fold)
             earlier += float(backup.get("seconds", 0.0)) if backup else 0.0
-            job = FoldJob(exp, run, plan, fold, strategy, callbacks, console)
+            job = FoldJob(exp, run, plan, fold, strategy, callbacks, console, service_job)
             results.append(train_fold(job))
     return results, earlier + time.perf_counter() - started
 
@@ -155,7 +208,9 @@ def open_run(
     """Check the folds and records, then create a new run folder, or reopen the one to
     resume with its own config."""
     runs_dir = Path(exp.train.runs_dir)
-    if not is_chief():
+    if exp.train.strategy == "multi_worker":
+        check_tf_config()  # before anything is written: a bad TF_CONFIG leaves nothing behind
+    if is_scratch(exp):
         # Other workers keep their own state so each can restore it on resume.
         runs_dir = runs_dir / f".worker{tf_config().get('task', {}).get('index', 0)}"
     requested = sorted({int(f) for f in folds}) if folds else None
@@ -185,7 +240,8 @@ def open_run(
 
 
 def check_records_match(exp: Experiment, plan: FoldPlan) -> None:
-    """The records' task and label count must fit the model section."""
+    """The records' task and label count must fit the model section, and the
+    ``input.extra_records`` the records (:mod:`tfpipe.data.extra`)."""
     manifest, where = plan.manifest, exp.source_path or "<defaults>"
     if manifest.task != exp.model.task:
         raise ConfigError(
@@ -198,6 +254,15 @@ def check_records_match(exp: Experiment, plan: FoldPlan) -> None:
             f"model.classes must equal the {len(names)} labels of the records "
             f"({', '.join(names)}); got model.classes={exp.model.classes} in {where}"
         )
+    masks = manifest.mask_classes or ["(binary)"]
+    if manifest.task == "segmentation" and len(masks) != exp.model.classes:
+        raise ConfigError(
+            f"model.classes must equal the {len(masks)} mask class(es) of the records in "
+            f"{plan.records} ({', '.join(masks)}: manifest mask_classes); got "
+            f"model.classes={exp.model.classes} in {where}"
+        )
+    # Before a run folder exists: extra training records must fit the main ones.
+    read_extra_manifests(manifest, exp.input.extra_records)
 
 
 def precision_policy(setting: str) -> str:
