@@ -63,7 +63,7 @@ def test_the_json_names_exactly_the_glomeruli_drawn_sclerotic():
         ]
 
 
-def test_sclerotic_glomeruli_are_paler_less_saturated_less_blue_and_smoother(slide):
+def test_sclerotic_glomeruli_are_less_saturated_less_blue_and_smoother(slide):
     plan, image = slide
     healthy, sclerotic = masks(plan)
     assert healthy.any() and sclerotic.any()
@@ -72,15 +72,15 @@ def test_sclerotic_glomeruli_are_paler_less_saturated_less_blue_and_smoother(sli
     rgb = image.astype(float)
     tissue = (hsv[..., 1] > 40) & (image.max(axis=-1) < 220)
     rest = tissue & ~healthy & ~sclerotic
-    # Less saturated and paler than healthy glomeruli, with fewer and fainter nuclei.
+    # Less saturated than healthy glomeruli and no darker, with fewer and fainter nuclei.
     assert hsv[..., 1][sclerotic].mean() < hsv[..., 1][healthy].mean() - 30
-    assert grey[sclerotic].mean() > grey[healthy].mean() + 10
+    assert grey[sclerotic].mean() > grey[healthy].mean()
     assert grey[sclerotic].std() < grey[healthy].std() / 3
     assert grey[sclerotic].std() < grey[rest].std() / 3
     # Eosinophilic: less blue per red than healthy glomeruli and than the tissue around.
     blue_per_red = rgb[..., 2] / np.maximum(rgb[..., 0], 1)
     assert blue_per_red[sclerotic].mean() < blue_per_red[healthy].mean() - 0.2
-    assert blue_per_red[sclerotic].mean() < blue_per_red[rest].mean() - 0.08
+    assert blue_per_red[sclerotic].mean() < blue_per_red[rest].mean() - 0.15
     # Still tissue to the filter (experiments/kidney.yaml), and darker than it in red.
     assert tissue[sclerotic].mean() > 0.99
     assert rgb[..., 0][sclerotic].mean() < rgb[..., 0][rest].mean() - 15

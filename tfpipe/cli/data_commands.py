@@ -18,8 +18,8 @@ def _add_make_demo_data(sub: argparse._SubParsersAction) -> None:
         help="write a synthetic dataset in the HuBMAP layout (or a classification one)",
         description="Write synthetic slides with tissue texture, background and "
         "glomerulus-like blobs: DIR/train/<id>.tiff and DIR/train.csv (id,encoding), and "
-        "the same glomeruli as GeoJSON polygons (DIR/train/<id>.json, some named "
-        "'sclerotic glomerulus') with cortex/medulla regions "
+        "the same glomeruli as GeoJSON polygons (DIR/train/<id>.json; the ones named "
+        "'sclerotic glomerulus' are drawn smooth and pink) with cortex/medulla regions "
         "(DIR/train/<id>-anatomical-structure.json). With --kind classification: "
         "DIR/images/*.png and DIR/labels.csv (path,labels).",
     )

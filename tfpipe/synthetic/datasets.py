@@ -13,7 +13,7 @@ Slides have pink/purple tissue over irregular regions (50-70 % of the slide),
 near-white background elsewhere, and glomerulus-like blobs (radius 60-150 px,
 denser purple with nuclei and a pale ring) placed only on tissue; the masks
 are those blobs. Some glomeruli, named ``sclerotic glomerulus`` in the
-GeoJSON, are drawn sclerotic: smooth dull pink with few nuclei, inside the
+GeoJSON, are drawn sclerotic: smooth eosin pink with few nuclei, inside the
 same ring. A few reddish blob-like distractors are not in the masks,
 and stain colours vary between slides (rendering: :mod:`.slides`).
 

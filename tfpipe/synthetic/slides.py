@@ -11,8 +11,8 @@ Speed: tissue pixels are coloured by one look-up in a per-slide table
 
 Two kinds of glomeruli: healthy ones are dense purple with crowded nuclei;
 sclerotic ones (:func:`is_sclerotic`: glomeruli 1, 2 and every third from 3
-on, the ones the GeoJSON names ``sclerotic glomerulus``) are a dull pink,
-paler, less saturated and less blue than healthy ones, smooth and with few
+on, the ones the GeoJSON names ``sclerotic glomerulus``) are a dull eosin
+pink, less saturated and less blue than healthy ones, smooth and with few
 nuclei, as hyalinised glomeruli look in H&E. The kind is a function of the
 glomerulus' rank, drawn from no random generator, so everything but the
 pixels inside sclerotic glomeruli is the same as when all glomeruli were
@@ -54,11 +54,12 @@ BLOBS_PER_TISSUE_PIXEL = 2.0e-6
 TISSUE = (185.0, 125.0, 168.0)
 NUCLEUS = (95.0, 55.0, 135.0)
 GLOMERULUS = (160.0, 92.0, 168.0)
-# Sclerotic glomeruli: a dull pink, paler (in luminance) and far less saturated than healthy
-# glomeruli; eosinophilic: less blue than any mix of tissue, nuclei and lumen, so no tissue
-# shade has its hue; yet darker in red than the tissue, so every glomerulus stands out from
-# it in red as the purple ones do.
-SCLEROTIC = (152.0, 104.0, 124.0)
+# Sclerotic glomeruli: a dull eosin pink, less saturated than healthy glomeruli and no darker;
+# less blue than any mix of tissue, nuclei and lumen, so no tissue shade has their hue, and
+# darker in red than the tissue, so every glomerulus stands out from it in red. (A paler pink
+# was tried: its hue is near the tissue's, and the slides' stain jitter lifts it over the
+# tissue filter's brightness limit on some slides.)
+SCLEROTIC = (156.0, 100.0, 108.0)
 RING_COLOUR = (238.0, 222.0, 236.0)
 DISTRACTOR = (192.0, 78.0, 84.0)
 
