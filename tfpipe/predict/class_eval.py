@@ -47,7 +47,7 @@ from tfpipe.predict.evaluate import (
     write_report_json,
 )
 from tfpipe.predict.intervals import StripRleEncoder
-from tfpipe.predict.sources import MaskSource, ProbabilityMap, slide_shapes
+from tfpipe.predict.sources import MaskSource, ProbabilityMap, SlideMasks, slide_shapes
 from tfpipe.predict.stitch import class_index, iter_class_strips, iter_prob_strips, strip_width
 
 
@@ -86,7 +86,7 @@ class ClassEvalReport:
         }
 
 
-class ClassMaskSource:
+class ClassMaskSource(SlideMasks):
     """Per-class masks of several slides from a class CSV, index masks or probability maps.
 
     Args:
@@ -106,23 +106,6 @@ class ClassMaskSource:
         else:  # a folder of masks or probability maps, found as for one class
             folder = MaskSource(self.path, role)
             self.masks, self.probs = folder.masks, folder.probs
-
-    @property
-    def ids(self) -> list[str]:
-        return sorted(self.rles or self.masks or self.probs)
-
-    @property
-    def has_probabilities(self) -> bool:
-        return bool(self.probs)
-
-    def shape(self, image_id: str) -> tuple[int, int] | None:
-        """``(H, W)`` when this source knows it (mask images, probability maps), else None."""
-        if image_id in self.probs:
-            return self.probs[image_id].shape
-        if image_id in self.masks:
-            with open_mask_image(self.masks[image_id]) as m:
-                return m.height, m.width
-        return None
 
     def runs(self, image_id: str, shape: tuple[int, int], k: int) -> np.ndarray:
         """``(N, 2)`` column-major runs of class ``k`` (1..K) on slide ``image_id``."""

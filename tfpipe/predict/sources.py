@@ -95,7 +95,32 @@ def save_probability_map(
     return target
 
 
-class MaskSource:
+class SlideMasks:
+    """What every mask source knows: its slides (RLE text, mask images or probability maps)."""
+
+    rles: dict
+    masks: dict[str, Path]
+    probs: dict[str, ProbabilityMap]
+
+    @property
+    def ids(self) -> list[str]:
+        return sorted(self.rles or self.masks or self.probs)
+
+    @property
+    def has_probabilities(self) -> bool:
+        return bool(self.probs)
+
+    def shape(self, image_id: str) -> tuple[int, int] | None:
+        """``(H, W)`` when this source knows it (mask images, probability maps), else None."""
+        if image_id in self.probs:
+            return self.probs[image_id].shape
+        if image_id in self.masks:
+            with open_mask_image(self.masks[image_id]) as m:
+                return m.height, m.width
+        return None
+
+
+class MaskSource(SlideMasks):
     """Masks of several slides from a CSV, a mask folder or a probability folder.
 
     Args:
@@ -130,23 +155,6 @@ class MaskSource:
                 )
         else:
             raise InputDataError(f"{role} not found: {self.path} (expected an RLE CSV or a folder)")
-
-    @property
-    def ids(self) -> list[str]:
-        return sorted(self.rles or self.masks or self.probs)
-
-    @property
-    def has_probabilities(self) -> bool:
-        return bool(self.probs)
-
-    def shape(self, image_id: str) -> tuple[int, int] | None:
-        """``(H, W)`` when this source knows it (mask images, probability maps), else None."""
-        if image_id in self.probs:
-            return self.probs[image_id].shape
-        if image_id in self.masks:
-            with open_mask_image(self.masks[image_id]) as m:
-                return m.height, m.width
-        return None
 
     def runs(self, image_id: str, shape: tuple[int, int]) -> np.ndarray:
         """``(N, 2)`` column-major runs of the mask (probability maps: at their threshold)."""
