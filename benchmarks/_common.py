@@ -36,6 +36,15 @@ def machine(load_before: tuple[float, ...], tf_version: str) -> dict:
     }
 
 
+def ratio_and_target_tables(result: dict) -> list[str]:
+    """Markdown lines for ``result["ratios"]`` (name: value) and ``result["targets"]`` (met)."""
+    lines = ["", "| ratio | value |", "|---|---:|"]
+    lines += [f"| {k} | {v:.2f} |" for k, v in result["ratios"].items()]
+    lines += ["", "| target | met |", "|---|---|"]
+    lines += [f"| {k} | {'yes' if v else '**no**'} |" for k, v in result["targets"].items()]
+    return lines
+
+
 def write_results(stem: str, report: dict, markdown: str) -> None:
     """``results/<stem>.json`` and ``.md``, each written atomically; print the Markdown."""
     RESULTS.mkdir(exist_ok=True)

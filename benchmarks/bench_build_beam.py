@@ -223,6 +223,8 @@ def measure(quick: bool, repeats: int) -> dict:
 
 
 def markdown(result: dict, quick: bool) -> str:
+    from benchmarks._common import ratio_and_target_tables
+
     sizes = ", ".join(f"{h} x {w}" for h, w in result["slides"].values())
     m = result["machine"]
     lines = [
@@ -245,10 +247,7 @@ def markdown(result: dict, quick: bool) -> str:
             f"| {v['worker_peak_rss_mb']:.0f} | {v['tree_peak_rss_mb']:.0f} "
             f"| {v['load_before']:.1f} |"
         )
-    lines += ["", "| ratio | value |", "|---|---:|"]
-    lines += [f"| {k} | {v:.2f} |" for k, v in result["ratios"].items()]
-    lines += ["", "| target | met |", "|---|---|"]
-    lines += [f"| {k} | {'yes' if v else '**no**'} |" for k, v in result["targets"].items()]
+    lines += ratio_and_target_tables(result)
     return "\n".join(lines) + "\n"
 
 

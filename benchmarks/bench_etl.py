@@ -44,7 +44,7 @@ HERE = Path(__file__).resolve().parent
 WORK = HERE / "_work"
 sys.path[:0] = [str(HERE.parent)]
 
-from benchmarks._common import write_results  # noqa: E402
+from benchmarks._common import ratio_and_target_tables, write_results  # noqa: E402
 from tfpipe.bench.measure import interleave, time_call  # noqa: E402
 
 # make_demo_data varies each side by +-20 %; seed 28 gives 20,201 x 20,196 px at size 20000.
@@ -274,13 +274,8 @@ def markdown(result: dict, quick: bool) -> str:
         "Wall-time ratios compare like with like only when it is close to what the "
         "variant can use (1 for one process, 2 for two workers); "
         "`projected_speedup_2_free_cores` uses CPU seconds instead (see the script).",
-        "",
-        "| ratio | value |",
-        "|---|---:|",
     ]
-    lines += [f"| {k} | {v:.2f} |" for k, v in result["ratios"].items()]
-    lines += ["", "| target | met |", "|---|---|"]
-    lines += [f"| {k} | {'yes' if v else 'no'} |" for k, v in result["targets"].items()]
+    lines += ratio_and_target_tables(result)
     return "\n".join(lines) + "\n"
 
 

@@ -122,15 +122,40 @@ def resample(
     """
     w_pos = tf.constant(plan.w_pos, tf.float32)
     w_neg = tf.constant(plan.w_neg, tf.float32)
+    return repeat_by_weight(
+        ds,
+        lambda element: tf.where(is_positive(element), w_pos, w_neg),
+        seeds,
+        repeats=max(plan.w_pos, plan.w_neg) > 1.0,
+    )
+
+
+def repeat_by_weight(
+    ds: tf.data.Dataset,
+    weight_of: Callable[[tf.Tensor], tf.Tensor],
+    seeds: tf.data.Dataset,
+    repeats: bool = True,
+) -> tf.data.Dataset:
+    """Emit each element ``floor(w)`` times, plus once more with probability ``w - floor(w)``.
+
+    The resampling both :func:`resample` and :func:`tfpipe.data.weighting.resample`
+    use; ``w = weight_of(element)`` and the draw is stateless, seeded per element.
+
+    Args:
+        ds: Elements (serialized records or decoded dicts).
+        weight_of: Maps one element to its expected number of copies (float32 scalar).
+        seeds: One ``[2]`` int64 stateless seed per element.
+        repeats: False when no weight exceeds 1: a filter, cheaper than ``flat_map``.
+    """
 
     def copies(element: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        weight = tf.where(is_positive(element), w_pos, w_neg)
+        weight = weight_of(element)
         whole = tf.floor(weight)
         extra = tf.random.stateless_uniform([], seed) < weight - whole
         return element, tf.cast(whole, tf.int64) + tf.cast(extra, tf.int64)
 
     counted = tf.data.Dataset.zip(ds, seeds).map(_plain(copies))
-    if max(plan.w_pos, plan.w_neg) <= 1.0:
+    if not repeats:
         kept = counted.filter(_plain(lambda element, k: k > 0))
         return kept.map(_plain(lambda element, k: element))
     return counted.flat_map(

@@ -30,11 +30,10 @@ from dataclasses import dataclass
 
 import tensorflow as tf
 
+from tfpipe.data.balance import repeat_by_weight
 from tfpipe.errors import ConfigError
 from tfpipe.records import format as fmt
 from tfpipe.records.manifest import Manifest
-
-_plain = tf.autograph.experimental.do_not_convert
 
 
 @dataclass(frozen=True)
@@ -96,14 +95,4 @@ def resample(
         seeds: One ``[2]`` int64 stateless seed per element.
     """
     scale = tf.constant(1.0 / plan.mean, tf.float32)
-
-    def copies(element: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        expected = tf.maximum(weight_of(element), 0.0) * scale
-        whole = tf.floor(expected)
-        extra = tf.random.stateless_uniform([], seed) < expected - whole
-        return element, tf.cast(whole, tf.int64) + tf.cast(extra, tf.int64)
-
-    counted = tf.data.Dataset.zip(ds, seeds).map(_plain(copies))
-    return counted.flat_map(
-        _plain(lambda element, k: tf.data.Dataset.from_tensors(element).repeat(k))
-    )
+    return repeat_by_weight(ds, lambda element: tf.maximum(weight_of(element), 0.0) * scale, seeds)
