@@ -2,7 +2,8 @@
 
 * ``naive_dataset``: the TFRecords read the simple way: one shard after the
   other, serial ``map`` (parse one record, decode, augment with the same
-  ``Augmenter`` as ``load()``), ``batch``, no prefetch, no interleave.
+  ``Augmenter`` and the same host ops as ``load()``: with
+  ``colour_in_model`` no colour), ``batch``, no prefetch, no interleave.
 * ``onthefly_dataset``: no records at all: windows read straight from the
   TIFF with ``tfpipe.io.open_slide``, the RLE mask decoded per window,
   both resized with OpenCV and background skipped in a Python generator
@@ -12,7 +13,9 @@
   the same tiles saved as PNG files, with the same augmentation written in
   OpenCV (transpose/flip, one ``cv2.transform`` with the affine colour
   matrix of ``tfpipe.data.colour``), the fastest way to write it per tile in
-  NumPy.
+  NumPy. With ``colour=False`` the workers skip the colour step (as if the
+  colour ran on the GPU, like ``colour_in_model``): the like-for-like
+  baseline of a pipeline that leaves colour to the model.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ def naive_dataset(plan: Any, augment: AugmentConfig, batch_size: int) -> Any:
 
     layout = plan.layout
     spec = parse_spec(layout)
-    aug = Augmenter(augment, (layout.height, layout.width), plan.size)
+    aug = Augmenter(augment.host_ops(), (layout.height, layout.width), plan.size)
     compression = "GZIP" if plan.shards.compression == "gzip" else ""
     records = tf.data.TFRecordDataset(list(plan.shards.paths), compression_type=compression)
     seeds = tf.data.Dataset.counter().map(lambda i: tf.stack([tf.constant(0, tf.int64), i]))
@@ -119,11 +122,17 @@ def export_pngs(shards: Any, folder: Path) -> list[tuple[Path, Path]]:
 
 
 class PngTiles:
-    """``torch.utils.data.Dataset`` of PNG tile pairs with tfpipe's augmentation in OpenCV."""
+    """``torch.utils.data.Dataset`` of PNG tile pairs with tfpipe's augmentation in OpenCV.
 
-    def __init__(self, pairs: list[tuple[Path, Path]], augment: AugmentConfig) -> None:
+    ``colour=False`` skips the colour jitter (flips and quarter turns only).
+    """
+
+    def __init__(
+        self, pairs: list[tuple[Path, Path]], augment: AugmentConfig, colour: bool = True
+    ) -> None:
         self.pairs = pairs
         self.augment = augment
+        self.colour = colour
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -136,16 +145,19 @@ class PngTiles:
         mask = cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE)
         rng = np.random.default_rng()
         image, mask = _dihedral(image, mask, rng, self.augment)
-        image = _colour(image, rng, self.augment)
+        if self.colour:
+            image = _colour(image, rng, self.augment)
         return torch.from_numpy(image), torch.from_numpy(np.ascontiguousarray(mask)[..., None])
 
 
-def torch_loader(pairs: list[tuple[Path, Path]], augment: AugmentConfig, batch_size: int) -> Any:
-    """A shuffling DataLoader with 2 persistent worker processes."""
+def torch_loader(
+    pairs: list[tuple[Path, Path]], augment: AugmentConfig, batch_size: int, colour: bool = True
+) -> Any:
+    """A shuffling DataLoader with 2 persistent worker processes (``colour``: see ``PngTiles``)."""
     import torch
 
     return torch.utils.data.DataLoader(
-        PngTiles(pairs, augment),
+        PngTiles(pairs, augment, colour),
         batch_size=batch_size,
         shuffle=True,
         num_workers=2,

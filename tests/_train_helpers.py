@@ -143,14 +143,14 @@ def experiment(records: Path, runs: Path, *overrides: str) -> Experiment:
     return load_experiment(None, [*base, *overrides])
 
 
-def tiny_model(cfg: ModelConfig, input_shape: Any) -> Any:
+def tiny_model(cfg: ModelConfig, input_shape: Any, augment: Any = None) -> Any:
     """Three convolutions with tfpipe's outer shape (segmentation or multi-label)."""
     import keras
 
     from tfpipe.data import Normalize
 
     inputs = keras.Input(tuple(input_shape), dtype="uint8", name="image")
-    x = Normalize(name="normalize")(inputs)
+    x = Normalize(name="normalize")(inputs if augment is None else augment(inputs))
     x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv1")(x)
     x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv2")(x)
     if cfg.task == "classification":

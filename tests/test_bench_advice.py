@@ -213,8 +213,9 @@ def test_spread_from_an_epoch_start_inside_the_windows_is_explained():
     [
         (
             60.0,
-            "augmenting in the model trains 1.50× faster end to end: put "
-            "tfpipe.data.Augment in the model and switch input.augment off",
+            "augmenting in the model trains 1.50× faster end to end: set "
+            "input.augment.colour_in_model: true (tfpipe train; geometry stays in tf.data), "
+            "or in your own code put tfpipe.data.Augment in the model and input.augment off",
         ),
         (42.0, None),
         (

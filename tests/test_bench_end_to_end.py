@@ -14,11 +14,11 @@ from tfpipe.config import load_experiment
 from tfpipe.data import Normalize
 
 
-def tiny_model(cfg, input_shape):
+def tiny_model(cfg, input_shape, augment=None):
     # Stands in for the experiment's Unet: tracing a Unet training step takes minutes on
     # two cores, and the bench only needs a model with the same input and output contract.
     inputs = keras.Input(tuple(input_shape), dtype="uint8")
-    x = Normalize()(inputs)
+    x = Normalize()(inputs if augment is None else augment(inputs))
     x = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(x)
     outputs = keras.layers.Conv2D(1, 1, activation="sigmoid", dtype="float32")(x)
     return keras.Model(inputs, outputs)

@@ -30,6 +30,7 @@ SIZING_KEYS = {
     "train.warmup_epochs",
     "train.epochs",
     "train.early_stopping",
+    "input.augment.colour_in_model",
 }
 
 

@@ -130,7 +130,7 @@ def test_missing_records_and_task_mismatch_leave_no_run_folder(
 def test_a_start_that_fails_before_the_first_step_removes_its_folder(
     records: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: BaseException
 ) -> None:
-    def failing_build(cfg, input_shape):
+    def failing_build(cfg, input_shape, augment=None):
         raise error
 
     monkeypatch.setattr(tfpipe.train.fold, "build_model", failing_build)
@@ -144,8 +144,8 @@ def test_a_run_that_diverges_in_its_first_step_is_kept(
 ) -> None:
     from tests._train_helpers import tiny_model
 
-    def nan_model(cfg, input_shape):
-        base = tiny_model(cfg, input_shape)
+    def nan_model(cfg, input_shape, augment=None):
+        base = tiny_model(cfg, input_shape, augment)
         out = keras.layers.Rescaling(float("nan"))(base.get_layer("final_conv").output)
         return keras.Model(base.input, keras.layers.Activation("sigmoid", dtype="float32")(out))
 

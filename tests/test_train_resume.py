@@ -43,6 +43,14 @@ OVERRIDES = (
     "input.augment.flip=true",
 )
 STOP = (0, 1)  # (epoch, batch) after which the run stops: 2 steps done
+# Colour jitter in the model (input.augment.colour_in_model): its draw state must
+# come back with the backup, or the resumed steps recolour differently.
+COLOUR_IN_MODEL = (
+    "input.augment.colour_in_model=true",
+    "input.augment.brightness=0.2",
+    "input.augment.hue=0.05",
+    "input.augment.saturation=0.2",
+)
 
 
 class Stop(Exception):
@@ -105,25 +113,27 @@ def assert_same_weights(got: list[np.ndarray], want: list[np.ndarray]) -> None:
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("colour", [(), COLOUR_IN_MODEL], ids=["tf.data", "colour_in_model"])
 def test_interrupted_fold_resumes_on_the_same_batches_with_the_same_weights(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, colour: tuple[str, ...]
 ) -> None:
     records = write_records(tmp_path / "rec", folds=2, per_fold=12)
     use_tiny_model(monkeypatch)
     streams = spy_on_streams(monkeypatch)
+    overrides = (*OVERRIDES, *colour)
     with pytest.raises(Stop):
         train_experiment(
-            experiment(records, tmp_path / "a", *OVERRIDES), folds=[0], callbacks=[StopAt()]
+            experiment(records, tmp_path / "a", *overrides), folds=[0], callbacks=[StopAt()]
         )
     run = next((tmp_path / "a").iterdir())
     meta = json.loads((run / "fold0/backup/training_metadata.json").read_text())
     assert (meta["epoch"], meta["steps_in_epoch"]) == (0, 2)
     resumed_weights, whole_weights = FinalWeights(), FinalWeights()
     resumed = train_experiment(
-        experiment(records, tmp_path / "a", *OVERRIDES), resume=run, callbacks=[resumed_weights]
+        experiment(records, tmp_path / "a", *overrides), resume=run, callbacks=[resumed_weights]
     )
     whole = train_experiment(
-        experiment(records, tmp_path / "b", *OVERRIDES), folds=[0], callbacks=[whole_weights]
+        experiment(records, tmp_path / "b", *overrides), folds=[0], callbacks=[whole_weights]
     )
 
     # Streams: stopped run from 0; resumed run from step 2 (rest of epoch 1), then

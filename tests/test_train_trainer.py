@@ -103,8 +103,8 @@ def test_same_seed_gives_the_same_fold_metrics(records: Path, tmp_path: Path) ->
 def test_nan_loss_stops_with_fold_epoch_and_step(
     records: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def nan_model(cfg, input_shape):
-        base = tiny_model(cfg, input_shape)
+    def nan_model(cfg, input_shape, augment=None):
+        base = tiny_model(cfg, input_shape, augment)
         out = keras.layers.Rescaling(float("nan"), name="poison")(
             base.get_layer("final_conv").output
         )

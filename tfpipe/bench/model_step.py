@@ -195,12 +195,14 @@ def compiled_model(
     optimizer (schedule, Lookahead); under the active Keras dtype policy, so Keras adds the
     loss scaling itself under ``mixed_float16``. Training metrics are left out (they cost a
     reduction per step, not a second forward pass). With ``augment`` (the plan), the
-    step augments the batch first (:func:`augmenting`)."""
+    step augments the batch first (:func:`augmenting`); without it, the model carries the
+    colour layer of ``input.augment.colour_in_model``, as in training."""
     os.environ.setdefault("SM_FRAMEWORK", "tf.keras")
     from tfpipe.models import build_model, get_loss
+    from tfpipe.train.fold import colour_layer
     from tfpipe.train.optim import build_optimizer, make_optimizer
 
-    model = build_model(exp.model, input_shape)
+    model = build_model(exp.model, input_shape, augment=None if augment else colour_layer(exp))
     if augment is not None:
         model = augmenting(model, augment)
     optimizer = make_optimizer(exp.train, max(1, steps_per_epoch))

@@ -184,7 +184,7 @@ def augmenter(sp: StagePlan) -> Any:
     from tfpipe.data.augment import Augmenter
 
     layout = sp.plan.layout
-    return Augmenter(sp.cfg.augment, (layout.height, layout.width), sp.plan.size)
+    return Augmenter(sp.cfg.augment.host_ops(), (layout.height, layout.width), sp.plan.size)
 
 
 def compose(sp: StagePlan, until: str, *, parallel: bool = True, vectorised: bool = True) -> Any:

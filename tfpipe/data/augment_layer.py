@@ -23,7 +23,11 @@ colour-only ops for segmentation); ``layer((images, masks))`` returns
 ``(images, masks)`` with the masks moved by the same geometry (nearest, so
 class ids stay class ids), for a custom ``train_step`` or preprocessing. At
 inference (``training`` false) the layer is the identity, or the central
-``size`` x ``size`` window when ``size`` is smaller than the input.
+``size`` x ``size`` window when ``size`` is smaller than the input. A layer
+with colour ops only (no crop, flips, turns or ``size``) takes images of any
+side, known or not, and passes them through whole at inference: that is
+the model's first layer under ``input.augment.colour_in_model``. Its draw
+state is saved with the weights, so a resumed training run draws on exactly.
 
 Example:
     >>> import keras
@@ -78,6 +82,9 @@ class Augment(keras.layers.Layer):
         **kwargs: Any,
     ) -> None:
         fields = {k: kwargs.pop(k) for k in list(kwargs) if k in AugmentConfig.model_fields}
+        # float32 under any policy: the colour map and the rounding need the precision,
+        # and the output keeps the input's dtype anyway.
+        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         base = augment.model_dump() if isinstance(augment, AugmentConfig) else dict(augment or {})
         self.augment = AugmentConfig(**(base | fields))
@@ -132,13 +139,38 @@ class Augment(keras.layers.Layer):
             )
         return x, masks
 
+    @property
+    def moves_pixels(self) -> bool:
+        """Whether the layer crops, flips or turns (else it only recolours, at any size)."""
+        a = self.augment
+        return bool(a.flip or a.rot90 or a.crop_scale or self.size)
+
     def _spec(self, images: Any) -> AugmentSpec:
+        if not self.moves_pixels:
+            return AugmentSpec.of(self.augment, (1, 1), 1)  # colour only: any side
         h, w = images.shape[1], images.shape[2]
         if h is None or w is None:
             raise ValueError(
-                f"Augment needs a static image height and width; got shape {images.shape}"
+                "Augment needs a static image height and width to crop, flip or turn; "
+                f"got shape {images.shape}"
             )
         return AugmentSpec.of(self.augment, (h, w), self.size or min(h, w))
+
+    def save_own_variables(self, store: dict[str, Any]) -> None:
+        """Saves the draw state with the weights, so that a resumed run draws on exactly.
+
+        Keras leaves a layer's ``SeedGenerator`` out of its saved weights.
+        """
+        super().save_own_variables(store)
+        store["seed_generator_state"] = self.seed_generator.state
+
+    def load_own_variables(self, store: dict[str, Any]) -> None:
+        """Restores the draw state when the file has it (a file saved without one keeps
+        the layer's fresh state)."""
+        keys = list(store.keys())
+        if "seed_generator_state" in keys:
+            self.seed_generator.state.assign(store["seed_generator_state"])
+        super().load_own_variables({k: store[k] for k in keys if k != "seed_generator_state"})
 
     def _colour(self, x: Any, draws: Any, spec: AugmentSpec) -> Any:
         jitter = spec.colour
@@ -156,6 +188,8 @@ class Augment(keras.layers.Layer):
         return ops.clip(x, low, high)
 
     def _center(self, images: Any, masks: Any) -> tuple[Any, Any]:
+        if not self.moves_pixels:
+            return images, masks  # colour only: any window passes through at inference
         h, w = images.shape[1], images.shape[2]
         size = self.size or min(h, w)
         if (h, w) == (size, size):
@@ -168,6 +202,8 @@ class Augment(keras.layers.Layer):
         return cut(images), (None if masks is None else cut(masks))
 
     def compute_output_shape(self, input_shape: Any) -> Any:
+        if not self.moves_pixels:
+            return input_shape
         pair = isinstance(input_shape, tuple | list) and isinstance(input_shape[0], tuple | list)
         shapes = input_shape if pair else (input_shape,)
         h, w = shapes[0][1], shapes[0][2]

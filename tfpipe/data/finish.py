@@ -57,7 +57,9 @@ class Finisher:
         self.segmentation = plan.layout.task == "segmentation"
         self.mask_classes = plan.layout.mask_classes
         self.background = background
-        self.augmenter = Augmenter(cfg.augment, (plan.layout.height, plan.layout.width), plan.size)
+        self.augmenter = Augmenter(
+            cfg.augment.host_ops(), (plan.layout.height, plan.layout.width), plan.size
+        )
         self.augmenting = training and bool(self.augmenter.ops)
 
     def draw(self, record_ids: tf.Tensor, seeds: tf.Tensor) -> dict[str, Any]:

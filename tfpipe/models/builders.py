@@ -63,13 +63,20 @@ class ReverseChannels(keras.layers.Layer):
         return ops.flip(inputs, axis=-1)
 
 
-def build_model(cfg: ModelConfig, input_shape: Sequence[int | None]) -> keras.Model:
+def build_model(
+    cfg: ModelConfig,
+    input_shape: Sequence[int | None],
+    augment: keras.layers.Layer | None = None,
+) -> keras.Model:
     """Build the network of ``cfg`` for ``uint8`` input of ``input_shape``.
 
     Args:
         cfg: The ``model`` section of an experiment.
         input_shape: ``(height, width, channels)``; height and width may be
             None and must be multiples of 32 otherwise.
+        augment: A layer applied to the ``uint8`` images before the
+            preprocessing, active in training only: ``tfpipe.data.Augment``
+            with the colour ops of ``input.augment.colour_in_model``.
 
     Returns:
         An uncompiled ``keras.Model`` taking ``uint8`` images and returning
@@ -89,9 +96,9 @@ def build_model(cfg: ModelConfig, input_shape: Sequence[int | None]) -> keras.Mo
     if cfg.task == "classification":
         from tfpipe.models.classification import build_classifier
 
-        model = build_classifier(cfg, (height, width, channels))
+        model = build_classifier(cfg, (height, width, channels), augment)
     else:
-        model = _build_segmentation(cfg, channels)
+        model = _build_segmentation(cfg, channels, augment)
     if cfg.bn_momentum is not None:
         set_bn_momentum(model, cfg.bn_momentum)
     if cfg.init_checkpoint is not None:
@@ -177,7 +184,9 @@ def segmentation_backbones() -> list[str]:
     return list(sm.Backbones.models)
 
 
-def _build_segmentation(cfg: ModelConfig, channels: int) -> keras.Model:
+def _build_segmentation(
+    cfg: ModelConfig, channels: int, augment: keras.layers.Layer | None
+) -> keras.Model:
     import segmentation_models as sm
 
     if cfg.arch not in SEGMENTATION_ARCHS:
@@ -200,7 +209,7 @@ def _build_segmentation(cfg: ModelConfig, channels: int) -> keras.Model:
     )
     load_pretrained_encoder(net, cfg, cfg.backbone)
     inputs = keras.Input((None, None, channels), dtype="uint8", name="image")
-    x = inputs
+    x = inputs if augment is None else augment(inputs)
     for layer in preprocessing_layers(sm.get_preprocessing(cfg.backbone), channels):
         x = layer(x)
     outputs = keras.layers.Activation(cfg.activation, dtype="float32", name="head")(net(x))

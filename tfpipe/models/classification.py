@@ -29,13 +29,16 @@ HEAD_LAYER = "head_dense"
 
 
 def build_classifier(
-    cfg: ModelConfig, input_shape: tuple[int | None, int | None, int]
+    cfg: ModelConfig,
+    input_shape: tuple[int | None, int | None, int],
+    augment: keras.layers.Layer | None = None,
 ) -> keras.Model:
     """DenseNet121 → average pool → Dense(classes) → float32 sigmoid/softmax.
 
     Args:
         cfg: ``model`` section with ``task: classification``, ``arch: densenet121``.
         input_shape: ``(height, width, channels)`` of the ``uint8`` input.
+        augment: A training-only layer on the ``uint8`` images, before the preprocessing.
 
     Raises:
         ConfigError: another arch was asked for, or ImageNet weights are missing.
@@ -48,7 +51,7 @@ def build_classifier(
             f"got model.arch={cfg.arch!r}"
         )
     inputs = keras.Input(input_shape, dtype="uint8", name="image")
-    x = inputs
+    x = inputs if augment is None else augment(inputs)
     for layer in preprocessing_layers(keras.applications.densenet.preprocess_input, input_shape[2]):
         x = layer(x)
     encoder = keras.applications.DenseNet121(

@@ -187,7 +187,7 @@ def compiled_model(job: FoldJob, input_shape: tuple[int, ...], steps: int) -> ke
     """The experiment's network, compiled with its optimizer, loss and metrics."""
     exp = job.exp
     try:
-        model = build_model(exp.model, input_shape)
+        model = build_model(exp.model, input_shape, augment=colour_layer(exp))
     except ConfigError as err:
         raise ConfigError(f"{err}{job.where}") from None
     model.compile(
@@ -197,6 +197,16 @@ def compiled_model(job: FoldJob, input_shape: tuple[int, ...], steps: int) -> ke
     )
     build_optimizer(model)
     return model
+
+
+def colour_layer(exp: Experiment) -> tfpipe.data.Augment | None:
+    """The model's first layer with ``input.augment.colour_in_model``: the colour jitter.
+
+    Seeded from ``input.seed``; its draw state is saved with the weights, so a
+    resumed fold draws on exactly where it stopped.
+    """
+    ops = exp.input.augment.model_ops()
+    return None if ops is None else tfpipe.data.Augment(ops, seed=exp.input.seed, name="augment")
 
 
 def training_stream(job: FoldJob, train_folds: list[int], start_step: int) -> tf.data.Dataset:
