@@ -61,7 +61,8 @@ def assert_same(got: list[tuple[np.ndarray, ...]], want: list[tuple[np.ndarray, 
 @pytest.mark.parametrize(
     "start",
     [
-        3,  # inside epoch 0
+        2,  # inside epoch 0, right after one whole shuffle block (8 records)
+        3,  # inside epoch 0, a block and a half in
         PER_EPOCH - 1,  # the last batch of epoch 0, then epoch 1
         PER_EPOCH,  # exactly at the start of epoch 1
         PER_EPOCH + 5,  # inside epoch 1, across into epoch 2
@@ -72,6 +73,19 @@ def test_start_step_continues_the_uninterrupted_stream(
 ) -> None:
     resumed = batches(records, len(whole) - start, seed=7, start_step=start)
     assert_same(resumed, whole[start:])
+
+
+@pytest.mark.parametrize("buffer", [6, 12])
+def test_a_resume_lands_on_the_batch_whatever_the_shuffle_block(records: Path, buffer: int) -> None:
+    # Whole blocks are dropped before the shuffle and the rest after it: blocks of 6 or
+    # 12 records do not line up with batches of 4 (start 3 skips 12 records: 2 blocks
+    # of 6, or 1 of 12; start 5 skips 20: 3 blocks of 6 + 2, or 1 of 12 + 8).
+    whole = batches(records, PER_EPOCH + 2, seed=3, shuffle_buffer=buffer)
+    for start in (3, 5):
+        resumed = batches(
+            records, PER_EPOCH + 2 - start, seed=3, shuffle_buffer=buffer, start_step=start
+        )
+        assert_same(resumed, whole[start:])
 
 
 def test_each_epoch_holds_every_tile_once_and_epochs_differ(

@@ -83,14 +83,15 @@ def mix_key(key: tf.Tensor, salt: int) -> tf.Tensor:
 
 
 def with_seeds(
-    batches: tf.data.Dataset, key: tf.Tensor, size: int, training: bool
+    batches: tf.data.Dataset, key: tf.Tensor, size: int, training: bool, first: int = 0
 ) -> tf.data.Dataset:
     """Pair each batch of ``size`` tiles with their seeds: ``(batch, [size, 2] int64)``.
 
     Training batches are full; a short last validation batch gets as many seeds
-    as it has tiles.
+    as it has tiles. ``first``: the position of the first batch in its epoch
+    (an epoch resumed part way through).
     """
-    pairs = tf.data.Dataset.zip(batches, batch_seeds(key, size))
+    pairs = tf.data.Dataset.zip(batches, batch_seeds(key, size, first))
     if training:
         return pairs
 
@@ -100,11 +101,14 @@ def with_seeds(
     return pairs.map(_plain(pair))
 
 
-def batch_seeds(key: tf.Tensor | int, size: int) -> tf.data.Dataset:
-    """``[size, 2]`` seeds per batch, without end: ``[key, position]`` for positions 0, 1, 2, …"""
+def batch_seeds(key: tf.Tensor | int, size: int, first: int = 0) -> tf.data.Dataset:
+    """``[size, 2]`` seeds per batch, without end: ``[key, position]`` for positions 0, 1, 2, …
+
+    ``first``: start at the seeds of batch ``first``.
+    """
     key = tf.cast(key, tf.int64)
     offsets = tf.range(size, dtype=tf.int64)
-    return tf.data.Dataset.counter().map(
+    return tf.data.Dataset.counter(first).map(
         _plain(lambda i: tf.stack([tf.fill([size], key), i * size + offsets], 1))
     )
 
