@@ -26,13 +26,11 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -43,6 +41,7 @@ WORK = HERE / "_work"
 sys.path[:0] = [str(HERE.parent)]
 # Nothing heavier at module level: the local builder's fork server imports this file
 # (as __mp_main__) in the --child runs, and tfpipe.bench would bring TensorFlow.
+from benchmarks._tree_sampler import TreeSampler  # noqa: E402  (psutil only)
 
 # make_demo_data varies each side by +-20 %; seed 146 gives 4 slides of 10,073-11,077 px.
 FULL = dict(size=10500, seed=146)
@@ -51,53 +50,16 @@ VARIANTS = {"local, 2 workers": "local", "beam DirectRunner, 2 workers": "beam"}
 TARGETS = {"beam_vs_local": 1.5, "worker_peak_rss_mb": 1024.0}
 
 
-class ProcessSampler(threading.Thread):
-    """Every 20 ms: each process's RSS (peak kept) and CPU seconds, by role."""
-
-    def __init__(self, pid: int) -> None:
-        super().__init__(daemon=True)
-        self.root = psutil.Process(pid)
-        self.peak: dict[int, float] = {}
-        self.cpu: dict[int, float] = {}
-        self.role: dict[int, str] = {}
-        self.tree_peak = 0.0
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        while not self.done.is_set():
-            try:
-                procs = [self.root, *self.root.children(recursive=True)]
-            except psutil.NoSuchProcess:
-                return
-            total = 0.0
-            for p in procs:
-                with contextlib.suppress(psutil.NoSuchProcess), p.oneshot():
-                    rss = p.memory_info().rss / 2**20
-                    total += rss
-                    self.peak[p.pid] = max(self.peak.get(p.pid, 0.0), rss)
-                    t = p.cpu_times()
-                    self.cpu[p.pid] = t.user + t.system
-                    self.role.setdefault(p.pid, self._role(p))
-            self.tree_peak = max(self.tree_peak, total)
-            time.sleep(0.02)
-
-    def _role(self, p: psutil.Process) -> str:
-        if p.pid == self.root.pid:
-            return "launcher"
-        command = " ".join(p.cmdline())
-        if "sdk_worker_main" in command:
-            return "worker"  # a Beam SDK worker process
-        if "forkserver" in command and p.ppid() != self.root.pid:
-            return "worker"  # forked by the fork server: a local pool worker
-        return "other"
-
-    def by_role(self) -> dict[str, dict[str, list[float]]]:
-        out: dict[str, dict[str, list[float]]] = {}
-        for pid, role in self.role.items():
-            entry = out.setdefault(role, {"peak_rss_mb": [], "cpu_s": []})
-            entry["peak_rss_mb"].append(round(self.peak.get(pid, 0.0), 1))
-            entry["cpu_s"].append(round(self.cpu.get(pid, 0.0), 2))
-        return out
+def process_role(p: psutil.Process, root: int) -> str:
+    """launcher (the measured child), worker (a Beam SDK or local pool worker) or other."""
+    if p.pid == root:
+        return "launcher"
+    command = " ".join(p.cmdline())
+    if "sdk_worker_main" in command:
+        return "worker"  # a Beam SDK worker process
+    if "forkserver" in command and p.ppid() != root:
+        return "worker"  # forked by the fork server: a local pool worker
+    return "other"
 
 
 def run_child(kind: str, data: Path, out: Path) -> dict:
@@ -108,11 +70,10 @@ def run_child(kind: str, data: Path, out: Path) -> dict:
     log = WORK / f"bench-build-{kind}.stderr"  # a file: Beam's workers inherit it
     with log.open("w") as err:
         child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env)
-    sampler = ProcessSampler(child.pid)
+    sampler = TreeSampler(child.pid, process_role)
     sampler.start()
     stdout, _ = child.communicate()
-    sampler.done.set()
-    sampler.join()
+    sampler.stop()
     if child.returncode:
         raise SystemExit(f"{kind} build failed ({child.returncode}):\n{log.read_text()[-3000:]}")
     result = json.loads(stdout.strip().splitlines()[-1])
@@ -121,7 +82,7 @@ def run_child(kind: str, data: Path, out: Path) -> dict:
     return {
         **result,
         "load_before": round(load, 2),
-        "tree_peak_rss_mb": round(sampler.tree_peak, 1),
+        "tree_peak_rss_mb": round(sampler.tree_peak_mb, 1),
         "launcher_peak_rss_mb": roles["launcher"]["peak_rss_mb"][0],
         "worker_peak_rss_mb": workers["peak_rss_mb"],
         "cpu_s": round(sum(sampler.cpu.values()), 2),

@@ -27,15 +27,12 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import json
 import os
 import shutil
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import psutil
@@ -45,6 +42,7 @@ WORK = HERE / "_work"
 sys.path[:0] = [str(HERE.parent)]
 
 from benchmarks._common import ratio_and_target_tables, write_results  # noqa: E402
+from benchmarks._tree_sampler import TreeSampler  # noqa: E402
 from tfpipe.bench.measure import interleave, time_call  # noqa: E402
 
 # make_demo_data varies each side by +-20 %; seed 28 gives 20,201 x 20,196 px at size 20000.
@@ -53,55 +51,15 @@ QUICK = dict(size=4096, seed=0)
 TARGETS = {"peak_rss_mb": 1024.0, "build_vs_baseline": 2.0, "speedup_2_workers": 1.6}
 
 
-class TreeSampler(threading.Thread):
-    """Samples a process tree every 20 ms: peak summed RSS, and CPU seconds per process.
-
-    CPU is taken from psutil per process (last value seen), because workers
-    forked by a fork server are not waited for by the measured child and so
-    are missing from ``getrusage(RUSAGE_CHILDREN)``.
-    """
-
-    def __init__(self, pid: int) -> None:
-        super().__init__(daemon=True)
-        self.root = psutil.Process(pid)
-        self.peak_mb = 0.0
-        self.cpu: dict[int, float] = {}
-        self.role: dict[int, str] = {}
-        self.done = threading.Event()
-
-    def cpu_by_role(self) -> dict[str, list[float]]:
-        """CPU seconds grouped as main / forkserver / worker / other processes."""
-        out: dict[str, list[float]] = {}
-        for pid, seconds in self.cpu.items():
-            out.setdefault(self.role[pid], []).append(round(seconds, 2))
-        return out
-
-    def _role(self, p: psutil.Process) -> str:
-        if p.pid == self.root.pid:
-            return "main"
-        command = " ".join(p.cmdline())
-        if "resource_tracker" in command:
-            return "other"
-        # Workers are forks of the fork server and share its command line.
-        return "forkserver" if p.ppid() == self.root.pid and "forkserver" in command else "worker"
-
-    def run(self) -> None:
-        while not self.done.is_set():
-            try:
-                procs = [self.root, *self.root.children(recursive=True)]
-            except psutil.NoSuchProcess:
-                return
-            total = 0
-            for p in procs:
-                # A worker may exit between listing and reading it.
-                with contextlib.suppress(psutil.NoSuchProcess), p.oneshot():
-                    total += p.memory_info().rss
-                    t = p.cpu_times()
-                    self.cpu[p.pid] = t.user + t.system
-                    if p.pid not in self.role:
-                        self.role[p.pid] = self._role(p)
-            self.peak_mb = max(self.peak_mb, total / 2**20)
-            time.sleep(0.02)
+def process_role(p: psutil.Process, root: int) -> str:
+    """main / forkserver / worker / other: where the build's CPU seconds went."""
+    if p.pid == root:
+        return "main"
+    command = " ".join(p.cmdline())
+    if "resource_tracker" in command:
+        return "other"
+    # Workers are forks of the fork server and share its command line.
+    return "forkserver" if p.ppid() == root and "forkserver" in command else "worker"
 
 
 def run_child(args: list[str]) -> dict:
@@ -110,20 +68,19 @@ def run_child(args: list[str]) -> dict:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
     cmd = [sys.executable, str(HERE / "_etl_variants.py"), *args]
     child = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
-    sampler = TreeSampler(child.pid)
+    sampler = TreeSampler(child.pid, process_role)
     sampler.start()
     (out, _), process_wall, _ = time_call(child.communicate)
-    sampler.done.set()
-    sampler.join()
+    sampler.stop()
     if child.returncode:
         raise SystemExit(f"variant {args} failed with exit code {child.returncode}")
     result = json.loads(out.strip().splitlines()[-1])
-    result["peak_rss_mb"] = round(sampler.peak_mb, 1)
+    result["peak_rss_mb"] = round(sampler.tree_peak_mb, 1)
     result["load_before"] = round(load, 2)
     # CPU seconds of the whole tree, imports included: unlike wall time, barely
     # affected by other load on a shared machine.
     result["cpu_s"] = round(sum(sampler.cpu.values()), 2)
-    result["cpu_by_role"] = sampler.cpu_by_role()
+    result["cpu_by_role"] = {r: e["cpu_s"] for r, e in sampler.by_role().items()}
     result["cores_got"] = round(result["cpu_s"] / process_wall, 2)
     return result
 

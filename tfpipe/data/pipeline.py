@@ -206,11 +206,9 @@ def build_dataset(
         """The epoch's batches of serialized records (or cached tiles), with their seeds,
         from batch ``skip_batches`` on."""
         skipped = skip_batches * cfg.batch_size
-        if tiles is None:
-            items = read_shards(plan.shards, cfg, training, key)
-            items = _balance_and_shuffle(items, plan, cfg, training, key, False, skipped)
-        else:
-            items = _balance_and_shuffle(tiles, plan, cfg, training, key, True, skipped)
+        cached = tiles is not None
+        source = tiles if cached else read_shards(plan.shards, cfg, training, key)
+        items = _balance_and_shuffle(source, plan, cfg, training, key, cached, skipped)
         batches = items.batch(cfg.batch_size, drop_remainder=training)
         salt = _salt(key, _AUGMENT_SALT)
         return with_seeds(batches, salt, cfg.batch_size, training, first=skip_batches)
